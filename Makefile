@@ -1,0 +1,13 @@
+# The README's commands. `make setup` once, then `make test`.
+.PHONY: setup test test-slow train
+setup:
+	./scripts/setup.sh
+
+test:
+	.venv/bin/python -m pytest -q
+
+test-slow:
+	.venv/bin/python -m pytest -q -m slow
+
+train:
+	.venv/bin/torchcls train

@@ -1,0 +1,3 @@
+from torchcls.cli import main
+
+raise SystemExit(main())

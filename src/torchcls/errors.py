@@ -1,0 +1,5 @@
+"""The one exception type for user mistakes: the CLI prints its message as one line and exits 2."""
+
+
+class UserError(Exception):
+    """A mistake the user can fix (missing data, bad flag, wrong checkpoint); never a traceback."""
