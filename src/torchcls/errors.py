@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """A mistake the user can fix (missing data, bad flag, wrong checkpoint); never a traceback."""
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGINT/SIGTERM after writing a checkpoint it can resume from."""

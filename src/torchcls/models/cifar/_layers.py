@@ -50,3 +50,9 @@ def check_positive_int(family: str, name: str, value, minimum: int = 1) -> None:
 def check_drop_rate(family: str, drop_rate) -> None:
     if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:
         raise ValueError(f"{family}: drop_rate must be a number in [0, 1), got {drop_rate!r}")
+
+
+def check_int_depth(family: str, depth) -> None:
+    """Non-integer depths get their own message (the depth rule check covers the values)."""
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ValueError(f"{family}: depth must be an integer, got {depth!r}")

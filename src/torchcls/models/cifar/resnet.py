@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from torchcls.models.cifar._layers import conv1x1, conv3x3, init_weights, pick_block
+from torchcls.models.cifar._layers import check_int_depth, conv1x1, conv3x3, init_weights, pick_block
 from torchcls.models.registry import check_depth, register_model
 
 
@@ -80,6 +80,7 @@ DEPTH_RULES = {
 def blocks_per_stage(family: str, depth: int, block: type) -> int:
     """Check `depth` against the block's rule (6n+2 or 9n+2) and return n."""
     rule, per_block, valid = DEPTH_RULES[block]
+    check_int_depth(family, depth)
     check_depth(family, depth, rule, valid)
     return (depth - 2) // per_block
 

@@ -1,0 +1,199 @@
+"""One typed config for a run. Defaults < recipe file < command-line flags; saved with every run.
+
+The base defaults are those of the original cifar.py, so that its TRAINING.md commands mean the
+same thing here. `torchcls train` given neither `-a/--arch` nor `--recipe` starts from the
+built-in main recipe instead (ResNet-20 on Fashion-MNIST, a few minutes on a CPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from torchcls.errors import UserError
+
+# the repository's recipes/ folder (an editable install) and the current directory's
+RECIPE_DIRS = (Path(__file__).resolve().parents[2] / "recipes", Path("recipes"))
+MAIN_RECIPE = "main"
+
+# model keyword arguments and the config fields that carry them (the original's flags)
+MODEL_KWARGS = ("depth", "block_name", "cardinality", "widen_factor", "growth_rate",
+                "compression_rate", "drop_rate", "base_width")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = False
+    val_split: int = 0
+    train_subset: int = 0  # train on a seeded random subset of N images (0: all)
+    test_subset: int = 0  # evaluate on the first N test images (0: all)
+    workers: int = 4
+    # model (the original's family flags; None = the model's own default)
+    arch: str = "resnet20"
+    depth: int | None = None
+    block_name: str | None = None
+    cardinality: int | None = None
+    widen_factor: int | None = None
+    growth_rate: int | None = None
+    compression_rate: int | None = None
+    drop_rate: float | None = None
+    base_width: int | None = None
+    # schedule
+    epochs: int = 300
+    start_epoch: int = 0
+    train_batch: int = 128  # global: split evenly over processes
+    test_batch: int = 100
+    lr: float = 0.1
+    lr_schedule: str = "step"  # step | cosine | onecycle
+    schedule: list[int] = field(default_factory=lambda: [150, 225])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    final_lr_factor: float = 0.0  # cosine/onecycle end at lr * this
+    # optimizer and loss
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    no_wd_norm_bias: bool = False
+    label_smoothing: float = 0.0
+    # augmentation (batched, on the device)
+    crop_padding: int = 4
+    flip: bool = True
+    cutout: int = 0
+    tta_flip: bool = False
+    # speed
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    channels_last: str = "auto"  # auto | on | off
+    compile: bool = False
+    threads: int = 0  # 0: torch's default
+    gpu_id: str | None = None
+    # run
+    checkpoint: str | None = None  # default checkpoints/<dataset>/<arch>
+    resume: str = ""
+    evaluate: bool = False
+    seed: int | None = None
+    log_interval: float = 10.0  # seconds between plain progress lines
+    tensorboard: bool = True
+    plot: bool = True
+    skip_nonfinite: int = 0
+    dist_backend: str = "auto"
+    sync_bn: bool = False
+    recipe: str | None = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in MODEL_KWARGS if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def run_dir(self) -> Path:
+        return Path(self.checkpoint or f"checkpoints/{self.dataset}/{self.arch}")
+
+
+FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+
+
+def find_recipe(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserError(f"recipe file {name} not found")
+        return path
+    for d in RECIPE_DIRS:
+        cand = d / f"{name}.yaml"
+        if cand.is_file():
+            return cand
+    known = sorted({p.stem for d in RECIPE_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+    raise UserError(f"unknown recipe {name!r}; known recipes: {', '.join(known) or 'none found'}")
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    path = find_recipe(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path} must be a mapping of config keys to values")
+    data = {k.replace("-", "_"): v for k, v in data.items() if k not in ("description", "result")}
+    unknown = sorted(set(data) - FIELD_NAMES)
+    if unknown:
+        raise UserError(f"recipe {path}: unknown keys {', '.join(unknown)}")
+    return data
+
+
+def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainConfig:
+    """Defaults, then the recipe, then the flags the user gave (`overrides`)."""
+    values: dict[str, Any] = {}
+    if recipe is None and "arch" not in overrides:
+        recipe = MAIN_RECIPE
+    if recipe is not None:
+        values.update(load_recipe(recipe))
+        values["recipe"] = recipe
+    values.update(overrides)
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Fail before any work starts, with one line naming the valid choices."""
+    def bad(msg):
+        raise UserError(msg)
+
+    if cfg.epochs < 1:
+        bad(f"--epochs must be at least 1, got {cfg.epochs}")
+    if not 0 <= cfg.start_epoch < cfg.epochs:
+        bad(f"--start-epoch must be in [0, {cfg.epochs}), got {cfg.start_epoch}")
+    if cfg.train_batch < 1 or cfg.test_batch < 1:
+        bad("--train-batch and --test-batch must be positive")
+    if cfg.lr <= 0:
+        bad(f"--lr must be positive, got {cfg.lr}")
+    if cfg.lr_schedule not in ("step", "cosine", "onecycle"):
+        bad(f"--lr-schedule must be step, cosine or onecycle, got {cfg.lr_schedule!r}")
+    if cfg.lr_schedule == "step":
+        late = [e for e in cfg.schedule if e >= cfg.epochs or e < 0]
+        if late:
+            bad(f"--schedule epochs {late} are outside the run of {cfg.epochs} epochs (0..{cfg.epochs - 1}); "
+                "lower them or raise --epochs")
+    if cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
+        bad(f"--warmup-epochs must be in [0, {cfg.epochs}), got {cfg.warmup_epochs}")
+    if cfg.amp not in ("auto", "off", "bf16", "fp16"):
+        bad(f"--amp must be auto, off, bf16 or fp16, got {cfg.amp!r}")
+    if cfg.channels_last not in ("auto", "on", "off"):
+        bad(f"--channels-last must be auto, on or off, got {cfg.channels_last!r}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        bad(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.val_split < 0 or cfg.train_subset < 0 or cfg.test_subset < 0:
+        bad("--val-split, --train-subset and --test-subset must be >= 0")
+    if not 0 <= cfg.label_smoothing < 1:
+        bad(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.weight_decay < 0 or cfg.momentum < 0:
+        bad("--wd and --momentum must be >= 0")
+    from torchcls.data.datasets import canonical_name
+    cfg.dataset = canonical_name(cfg.dataset)
+    check_model(cfg)
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """Build the model on the meta device (no memory, no time) so that an unknown name or an
+    impossible depth fails before any data is read."""
+    import torch
+
+    from torchcls.models import create_model
+
+    try:
+        with torch.device("meta"):
+            create_model(cfg.arch, num_classes=10, **cfg.model_kwargs())
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def save_yaml(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""The training engine: the loop, evaluation, optimisation, checkpoints, distributed set-up."""

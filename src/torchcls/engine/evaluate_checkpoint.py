@@ -1,0 +1,50 @@
+"""`torchcls eval`: a checkpoint alone is enough; its model and preprocessing come from inside it."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from torchcls.data.loader import InMemoryLoader
+from torchcls.engine import checkpoint as ckpt_io
+from torchcls.engine.evaluate import evaluate
+from torchcls.errors import UserError
+from torchcls.models import create_model
+
+
+def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_flip=False, device="auto",
+                        split="test") -> dict:
+    from torchcls.data.datasets import load_dataset
+
+    state = ckpt_io.safe_load(path)
+    missing = [k for k in ("arch", "num_classes", "mean", "std") if k not in state]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}: it is not a torchcls checkpoint, so its model "
+                        "and preprocessing are unknown")
+    dataset = dataset or state.get("dataset")
+    if dataset is None:
+        raise UserError(f"{path} does not name its data set; pass --dataset")
+    dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        model = create_model(state["arch"], num_classes=int(state["num_classes"]), **state.get("model_kwargs", {}))
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
+    ckpt_io.load_model_weights(model, state["state_dict"], str(path))
+    model = model.to(dev).to(memory_format=torch.channels_last)
+    data = load_dataset(dataset, data_dir, train=(split == "train"))
+    if len(data.classes) != int(state["num_classes"]):
+        raise UserError(f"{path} has {state['num_classes']} classes but {dataset} has {len(data.classes)}")
+    loader = InMemoryLoader(data.images.to(dev), data.labels.to(dev), batch_size, train=False)
+    t0 = time.perf_counter()
+    res = evaluate(model, loader, mean=state["mean"], std=state["std"], device=dev, channels_last=True,
+                   tta_flip=tta_flip)
+    res.update({"checkpoint": str(path), "arch": state["arch"], "dataset": dataset, "split": split,
+                "epoch": state.get("epoch"), "tta_flip": tta_flip,
+                "seconds": round(time.perf_counter() - t0, 2)})
+    return res
+
+
+def format_result(res: dict) -> str:
+    return (f"{res['arch']} on {res['dataset']} {res['split']} ({res['count']} images"
+            f"{', flip TTA' if res['tta_flip'] else ''}): top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
+            f"loss {res['loss']:.4f}")

@@ -1,0 +1,109 @@
+"""Flags, recipes and validation: the original's commands mean the same thing here."""
+import shlex
+
+import pytest
+
+from torchcls.cli import build_parser, config_from_args, main
+from torchcls.engine.optim import lr_factor
+from torchcls.errors import UserError
+from torchcls.models import create_model
+
+# the CIFAR commands of the original TRAINING.md, with `python cifar.py` replaced by `torchcls train`
+TRAINING_MD = {
+    "alexnet": "-a alexnet --epochs 164 --schedule 81 122 --gamma 0.1 --checkpoint checkpoints/cifar10/alexnet",
+    "vgg19_bn": "-a vgg19_bn --epochs 164 --schedule 81 122 --gamma 0.1 --checkpoint checkpoints/cifar10/vgg19_bn",
+    "resnet110": "-a resnet --depth 110 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4 "
+                 "--checkpoint checkpoints/cifar10/resnet-110",
+    "preresnet110": "-a preresnet --depth 110 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4 "
+                    "--checkpoint checkpoints/cifar10/preresnet-110",
+    "resnext8": "-a resnext --depth 29 --cardinality 8 --widen-factor 4 --schedule 150 225 --wd 5e-4 "
+                "--gamma 0.1 --checkpoint checkpoints/cifar10/resnext-8x64d",
+    "wrn": "-a wrn --depth 28 --depth 28 --widen-factor 10 --drop 0.3 --epochs 200 --schedule 60 120 160 "
+           "--wd 5e-4 --gamma 0.2 --checkpoint checkpoints/cifar10/WRN-28-10-drop",
+    "densenet": "-a densenet --depth 100 --growthRate 12 --train-batch 64 --epochs 300 --schedule 150 225 "
+                "--wd 1e-4 --gamma 0.1 --checkpoint checkpoints/cifar10/densenet-bc-100-12",
+}
+
+
+def parse(cmd: str):
+    return config_from_args(build_parser().parse_args(["train", *shlex.split(cmd)]))
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_wrn_command_parses_to_the_right_config():
+    cfg = parse(TRAINING_MD["wrn"])
+    assert (cfg.dataset, cfg.arch, cfg.depth, cfg.widen_factor, cfg.drop_rate) == ("cifar10", "wrn", 28, 10, 0.3)
+    assert (cfg.epochs, cfg.schedule, cfg.gamma, cfg.weight_decay) == (200, [60, 120, 160], 0.2, 5e-4)
+    assert (cfg.lr, cfg.momentum, cfg.train_batch, cfg.test_batch) == (0.1, 0.9, 128, 100)
+    assert str(cfg.run_dir()) == "checkpoints/cifar10/WRN-28-10-drop"
+    assert n_params(create_model(cfg.arch, **cfg.model_kwargs())) == 36_479_194
+
+
+@pytest.mark.parametrize("key,params", [("alexnet", 2_472_266), ("vgg19_bn", 20_040_522),
+                                        ("resnet110", 1_730_714), ("preresnet110", 1_730_522),
+                                        ("densenet", 769_162)])
+def test_training_md_commands_build_their_networks(key, params):
+    cfg = parse(TRAINING_MD[key])
+    assert cfg.lr_schedule == "step"
+    assert n_params(create_model(cfg.arch, **cfg.model_kwargs())) == params
+
+
+def test_original_defaults_apply_with_arch():
+    cfg = parse("-a resnext --depth 29 --cardinality 8 --widen-factor 4")
+    assert cfg.epochs == 300 and cfg.schedule == [150, 225] and cfg.dataset == "cifar10"
+    assert cfg.weight_decay == 5e-4 and cfg.lr == 0.1
+
+
+def test_no_arguments_is_the_main_recipe_and_flags_win():
+    cfg = parse("")
+    assert (cfg.recipe, cfg.dataset, cfg.arch) == ("main", "fashion-mnist", "resnet20")
+    cfg = parse("--epochs 2 --lr 0.05")
+    assert (cfg.dataset, cfg.epochs, cfg.lr) == ("fashion-mnist", 2, 0.05)
+
+
+def test_recipe_file_and_flag_precedence(tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text("arch: resnet56\ndataset: cifar100\nepochs: 7\nlr: 0.3\n")
+    cfg = parse(f"--recipe {r} --lr 0.01")
+    assert (cfg.arch, cfg.dataset, cfg.epochs, cfg.lr) == ("resnet56", "cifar100", 7, 0.01)
+    r.write_text("epochz: 3\n")
+    with pytest.raises(UserError, match="unknown keys epochz"):
+        parse(f"--recipe {r}")
+
+
+def test_step_schedule_semantics():
+    cfg = parse("-a resnet20 --epochs 164 --schedule 81 122 --gamma 0.1")
+    spe = 10
+    rates = [round(lr_factor(e * spe, spe, cfg), 8) for e in range(164)]
+    assert rates.count(1.0) == 81 and rates.count(0.1) == 41 and rates.count(0.01) == 42
+    assert rates[80] == 1.0 and rates[81] == 0.1 and rates[122] == 0.01
+
+
+def test_cosine_and_onecycle_with_warmup():
+    cfg = parse("-a resnet20 --epochs 10 --lr-schedule onecycle --warmup-epochs 2")
+    spe = 5
+    f = [lr_factor(s, spe, cfg) for s in range(50)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert max(f) == pytest.approx(1.0) and f[-1] < 0.05
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    cfg = parse("-a resnet20 --epochs 10 --lr-schedule cosine")
+    assert lr_factor(0, spe, cfg) == 1.0 and lr_factor(25, spe, cfg) == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("args,needle", [
+    ("-a resnet21", "unknown model"),
+    ("-a resnet --depth 21", "6n+2"),
+    ("-a resnet20 --epochs -3", "--epochs must be at least 1"),
+    ("-a resnet20 --epochs 100 --schedule 50 150", "outside the run"),
+    ("-a resnet20 --dataset imagenet22k", "unknown data set"),
+    ("--recipe no-such-recipe", "unknown recipe"),
+])
+def test_user_mistakes_fail_fast_with_one_line(args, needle, capsys, tmp_path):
+    rc = main(["train", *shlex.split(args), "--checkpoint", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # no work started, nothing written

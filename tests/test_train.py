@@ -1,0 +1,116 @@
+"""The training run on real data: its outputs, exact resume, determinism, eval, learning."""
+import json
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchcls.cli import build_parser, config_from_args, main
+from torchcls.engine.checkpoint import safe_load
+from torchcls.engine.train import train
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
+CIFAR_ARCHIVE = DATA / "cifar-10-batches-py.tar.xz"
+
+needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST system package "
+                                  "(apt-get install dataset-fashion-mnist) is not installed")
+needs_cifar = pytest.mark.skipif(not CIFAR_ARCHIVE.is_file(), reason=f"{CIFAR_ARCHIVE} not found "
+                                 "(set TORCHCLS_DATA to the folder holding cifar-10-batches-py.tar.xz)")
+
+# a tiny, fast run: a small net on a subset, two epochs
+TINY = ("-a resnet20 --dataset fashion-mnist --train-subset 512 --test-subset 256 --train-batch 64 "
+        "--test-batch 256 --epochs 2 --lr 0.05 --lr-schedule cosine --manualSeed 3 --plot off "
+        "--tensorboard off")
+
+
+def cfg_of(cmd: str, run_dir: Path):
+    return config_from_args(build_parser().parse_args(["train", *shlex.split(cmd), "-c", str(run_dir)]))
+
+
+def weights(path: Path) -> dict:
+    return safe_load(path)["state_dict"]
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+@needs_fmnist
+def test_run_writes_every_output(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", *shlex.split(TINY.replace("--plot off --tensorboard off", "")), "-c", str(run)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"outputs in {run}" in out
+    lines = (run / "log.txt").read_text().splitlines()
+    assert lines[0].split("\t") == ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
+    assert len(lines) == 3 and all(len(line.split("\t")) == 5 for line in lines[1:])
+    assert all(len(v.split(".")[1]) == 6 for v in lines[1].split("\t"))  # the original's %.6f
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"valid_top5", "train_time", "images_per_s"} <= rows[0].keys()
+    assert (run / "log.png").stat().st_size > 1000
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert "arch: resnet20" in (run / "config.yaml").read_text()
+    res = json.loads((run / "results.json").read_text())
+    assert res["epochs"] == 2 and res["hardware"]["torch"] == torch.__version__
+    assert res["final"]["top1"] == pytest.approx(rows[-1]["valid_acc"])
+    ck = safe_load(run / "checkpoint.pth.tar")  # weights_only=True
+    assert ck["epoch"] == 2 and ck["arch"] == "resnet20" and ck["num_classes"] == 10
+    assert len(ck["classes"]) == 10 and len(ck["mean"]) == 1 and ck["input_size"] == 32
+    assert {"optimizer", "scheduler", "scaler", "rng", "best_acc", "config"} <= ck.keys()
+    assert (run / "model_best.pth.tar").is_file()
+
+
+@needs_fmnist
+def test_same_seed_same_weights(tmp_path):
+    train(cfg_of(TINY, tmp_path / "a"), log=lambda *a: None)
+    train(cfg_of(TINY, tmp_path / "b"), log=lambda *a: None)
+    assert_same_weights(weights(tmp_path / "a/checkpoint.pth.tar"), weights(tmp_path / "b/checkpoint.pth.tar"))
+    train(cfg_of(TINY.replace("--manualSeed 3", "--manualSeed 4"), tmp_path / "c"), log=lambda *a: None)
+    wa, wc = weights(tmp_path / "a/checkpoint.pth.tar"), weights(tmp_path / "c/checkpoint.pth.tar")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+class Crash(Exception):
+    pass
+
+
+@needs_fmnist
+@pytest.mark.parametrize("schedule", ["step --schedule 1 2 --gamma 0.1", "onecycle --warmup-epochs 1"])
+def test_resume_equals_uninterrupted(tmp_path, schedule):
+    cmd = TINY.replace("--epochs 2", "--epochs 3").replace("cosine", schedule) + " --drop 0.2"
+    cmd = cmd.replace("-a resnet20", "-a wrn --depth 10 --widen-factor 1")  # dropout: the RNG must resume too
+    train(cfg_of(cmd, tmp_path / "full"), log=lambda *a: None)
+
+    def crash_after_first(epoch, row):
+        if epoch == 1:
+            raise Crash
+    run = tmp_path / "stopped"
+    with pytest.raises(Crash):
+        train(cfg_of(cmd, run), log=lambda *a: None, on_epoch_end=crash_after_first)
+    assert safe_load(run / "checkpoint.pth.tar")["epoch"] == 1
+    train(cfg_of(cmd + f" --resume {run / 'checkpoint.pth.tar'}", run), log=lambda *a: None)
+    assert_same_weights(weights(tmp_path / "full/checkpoint.pth.tar"), weights(run / "checkpoint.pth.tar"))
+    full = (tmp_path / "full/log.txt").read_text().splitlines()
+    resumed = (run / "log.txt").read_text().splitlines()
+    assert resumed == full  # log.txt appended on resume: the same rows, learning rates included
+
+
+@needs_fmnist
+def test_eval_command_uses_the_checkpoint_alone(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(cfg_of(TINY, run), log=lambda *a: None)
+    capsys.readouterr()
+    rc = main(["eval", str(run / "model_best.pth.tar"), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["count"] == 10_000 and res["arch"] == "resnet20" and 0 <= res["top5"] <= 100
+    assert res["top5"] >= res["top1"]
+    rc = main(["eval", str(run / "model_best.pth.tar"), "--tta-flip"])
+    assert rc == 0 and "top-1" in capsys.readouterr().out
