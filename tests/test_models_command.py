@@ -54,6 +54,15 @@ def test_meta_count_equals_a_real_run():
     assert summary._count(model, 32, "cpu") == summary.count_model("resnet20")
 
 
+def test_falls_back_to_a_real_run(monkeypatch):
+    """A model that cannot be built or run on the meta device is counted on the CPU."""
+    def no_meta():
+        raise NotImplementedError("Cannot copy out of meta tensor; no data!")
+
+    monkeypatch.setattr(summary, "_parameters_on_meta", no_meta)
+    assert summary.count_model("resnet20") == (272_474, RESNET20_FLOPS)
+
+
 def test_imagenet_row():
     (row,) = summary.model_rows(["resnet18"])
     assert (row["dataset"], row["input_size"], row["params"]) == ("imagenet", 224, 11_689_512)

@@ -138,11 +138,11 @@ def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainC
         values["recipe"] = recipe
     values.update(overrides)
     cfg = TrainConfig(**values)
-    validate(cfg)
+    validate(cfg, explicit=set(values))
     return cfg
 
 
-def validate(cfg: TrainConfig) -> None:
+def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
     """Fail before any work starts, with one line naming the valid choices."""
     def bad(msg):
         raise UserError(msg)
@@ -157,7 +157,7 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"--lr must be positive, got {cfg.lr}")
     if cfg.lr_schedule not in ("step", "cosine", "onecycle"):
         bad(f"--lr-schedule must be step, cosine or onecycle, got {cfg.lr_schedule!r}")
-    if cfg.lr_schedule == "step":
+    if cfg.lr_schedule == "step" and "schedule" in explicit:  # the default 150 225 may lie past a short run
         late = [e for e in cfg.schedule if e >= cfg.epochs or e < 0]
         if late:
             bad(f"--schedule epochs {late} are outside the run of {cfg.epochs} epochs (0..{cfg.epochs - 1}); "
