@@ -1,5 +1,4 @@
 """The model zoo: exact parameter counts (the reference implementations'), shapes, gradients."""
-import math
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ metrics reduced across ranks -> reporters -> checkpoint.
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 import random
@@ -18,18 +17,16 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from torchcls import __version__
 from torchcls.config import TrainConfig, save_yaml
-from torchcls.data.augment import BatchAugment
-from torchcls.data.loader import InMemoryLoader
+from torchcls.data.build import build_data
 from torchcls.engine import checkpoint as ckpt_io
-from torchcls.engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed, shutdown
+from torchcls.engine.distributed import all_reduce_sum, barrier, broadcast_object, init_distributed, shutdown
 from torchcls.engine.evaluate import autocast_ctx, evaluate, prepare
 from torchcls.engine.optim import build_optimizer, build_scheduler
 from torchcls.errors import Interrupted, UserError
-from torchcls.models import create_model, get_entry
+from torchcls.models import create_model
 from torchcls.report.logger import RunLogger
 from torchcls.report.progress import Progress
 
@@ -104,16 +101,6 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         raise UserError(str(e)) from None
 
 
-def split_validation(train, val_split: int, seed: int):
-    """Hold out `val_split` training images (a fixed, seeded choice) for model selection."""
-    if val_split <= 0:
-        return train, None
-    if val_split >= len(train):
-        raise UserError(f"--val-split {val_split} leaves no training images (the set has {len(train)})")
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return train.subset(perm[val_split:]), train.subset(perm[:val_split])
-
-
 def _rng_state(device: torch.device) -> dict:
     st = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
           "python_pos": random.getstate()[2]}
@@ -147,27 +134,11 @@ class Trainer:
         self.on_epoch_end = on_epoch_end  # called with (epoch, row) after the epoch's checkpoint
         self.stop_signal = None
 
-    # -- data
-    def load_data(self):
-        from torchcls.data.datasets import load_dataset
-
-        cfg = self.cfg
-        data_dir = cfg.data_dir  # None: $TORCHCLS_DATA, then ./data (and the system Fashion-MNIST)
-        train = load_dataset(cfg.dataset, data_dir, train=True, download=cfg.download)
-        test = load_dataset(cfg.dataset, data_dir, train=False, download=False)
-        if cfg.test_subset:
-            test = test.subset(torch.arange(min(cfg.test_subset, len(test))))
-        train, val = split_validation(train, cfg.val_split, self.seed)
-        if cfg.train_subset:
-            pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed + 1))
-            train = train.subset(pick[:cfg.train_subset])
-        return train, val, test
-
     def run(self) -> dict:
         cfg = self.cfg
         t_start = time.time()
         self.device = device = resolve_device(cfg)
-        self.dist = dist = init_distributed(device.type, cfg.dist_backend)
+        self.dist = init_distributed(device.type, cfg.dist_backend)
         self._old_handlers = {}
         try:
             return self._run(t_start)
@@ -197,11 +168,9 @@ class Trainer:
             resume_path = Path(cfg.resume)
         state = ckpt_io.safe_load(resume_path) if resume_path else None
 
-        train_set, val_set, test_set = self.load_data()
-        num_classes = len(train_set.classes)
-        mean, std = train_set.mean, train_set.std
-        select_set = val_set if val_set is not None else test_set
-        select_name = "val" if val_set is not None else "test"
+        data = build_data(cfg, seed, dist.rank, dist.world_size, device)
+        num_classes = len(data.classes)
+        mean, std, select_name = data.mean, data.std, data.select_name
 
         model = build_model(cfg, num_classes)
         if state is not None:
@@ -214,20 +183,14 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         raw_model = model
 
-        if cfg.train_batch % dist.world_size:
-            raise UserError(f"--train-batch {cfg.train_batch} (the global batch) must be divisible by the "
-                            f"number of processes ({dist.world_size})")
         local_batch = cfg.train_batch // dist.world_size
-        train_images = train_set.images.to(device)
-        train_labels = train_set.labels.to(device)
-        loader = InMemoryLoader(train_images, train_labels, local_batch, train=True, seed=seed,
-                                rank=dist.rank, world_size=dist.world_size)
+        loader = data.train
         steps_per_epoch = len(loader)
         optimizer = build_optimizer(raw_model, cfg)
         scheduler = build_scheduler(optimizer, steps_per_epoch, cfg)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        augment = BatchAugment(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout)
+        augment = data.augment
 
         start_epoch, start_batch, best_acc = cfg.start_epoch, 0, 0.0
         partial = EpochStats()
@@ -266,8 +229,8 @@ class Trainer:
             logger = RunLogger(run_dir, resume=state is not None, tensorboard=cfg.tensorboard, plot=cfg.plot)
             if state is not None:
                 logger.truncate_after(start_epoch)
-            self.log(f"torchcls: training {cfg.arch} on {cfg.dataset} ({len(train_set)} train / "
-                     f"{len(select_set)} {select_name} images, {num_classes} classes) for {cfg.epochs} epochs "
+            self.log(f"torchcls: training {cfg.arch} on {cfg.dataset} ({data.train_size} train / "
+                     f"{data.select_size} {select_name} images, {num_classes} classes) for {cfg.epochs} epochs "
                      f"on {device.type}" + (f" x {dist.world_size} processes" if dist.enabled else "")
                      + f"; batch {cfg.train_batch} global ({local_batch} per process), seed {seed}, "
                      f"amp {str(amp_dtype).replace('torch.', '') if amp_dtype else 'off'}, "
@@ -279,8 +242,8 @@ class Trainer:
 
         self._old_handlers = self._install_signal_handlers()
         data_cfg = {"arch": cfg.arch, "model_kwargs": cfg.model_kwargs(), "num_classes": num_classes,
-                    "classes": list(train_set.classes), "mean": list(mean), "std": list(std),
-                    "input_size": int(train_set.images.shape[-1]), "dataset": cfg.dataset}
+                    "classes": list(data.classes), "mean": list(mean), "std": list(std),
+                    "input_size": data.input_size, "dataset": cfg.dataset}
 
         def make_state(epoch, batch, acc, stats: EpochStats | None, aug_gen):
             return {"epoch": epoch, "batch": batch, "state_dict": raw_model.state_dict(), "acc": acc,
@@ -290,8 +253,7 @@ class Trainer:
                     "partial": vars(stats).copy() if stats is not None else None,
                     "config": cfg.to_dict(), **data_cfg, "torchcls_version": __version__}
 
-        select_loader = InMemoryLoader(select_set.images, select_set.labels, cfg.test_batch, train=False,
-                                       rank=dist.rank, world_size=dist.world_size)
+        select_loader = data.select
         eval_kw = dict(mean=mean, std=std, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
                        tta_flip=cfg.tta_flip, dist_info=dist)
 
@@ -393,10 +355,8 @@ class Trainer:
                    "wall_time_s": time.time() - t_start,
                    "train_images_per_s": total_images / total_train_time if total_train_time else None,
                    "hardware": hardware_summary(device, dist.world_size), "config": cfg.to_dict()}
-        if val_set is not None:  # selection was on held-out data: report the test set too
-            test_loader = InMemoryLoader(test_set.images, test_set.labels, cfg.test_batch, train=False,
-                                         rank=dist.rank, world_size=dist.world_size)
-            results["final_test"] = evaluate(model, test_loader, **eval_kw)
+        if data.test is not None:  # selection was on held-out data: report the test set too
+            results["final_test"] = evaluate(model, data.test, **eval_kw)
         if main:
             import json
 

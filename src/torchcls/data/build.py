@@ -1,0 +1,72 @@
+"""From a run's config to its batches: the one place that knows which kind of data set a run uses.
+
+Every kind yields the same thing to the training loop: loaders with `set_epoch(e)`, `len()` and
+`iterate(start_batch)` giving (images, labels) batches on the device, and a batched `augment`
+applied there. In-memory data sets (CIFAR, Fashion-MNIST) are uint8 tensors on the device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from torchcls.data.augment import BatchAugment
+from torchcls.data.loader import InMemoryLoader
+from torchcls.errors import UserError
+
+
+@dataclass
+class RunData:
+    train: Any
+    select: Any  # the split "best" is chosen on: the held-out validation images, else the test set
+    select_name: str  # "val" or "test"
+    test: Any | None  # the test split when it is not `select`
+    classes: list[str]
+    mean: tuple
+    std: tuple
+    input_size: int
+    train_size: int
+    select_size: int
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def split_validation(train, val_split: int, seed: int):
+    """Hold out `val_split` training images (a fixed, seeded choice) for model selection."""
+    if val_split <= 0:
+        return train, None
+    if val_split >= len(train):
+        raise UserError(f"--val-split {val_split} leaves no training images (the set has {len(train)})")
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(perm[val_split:]), train.subset(perm[:val_split])
+
+
+def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device) -> RunData:
+    from torchcls.data.datasets import load_dataset
+
+    if cfg.train_batch % world_size:
+        raise UserError(f"--train-batch {cfg.train_batch} (the global batch) must be divisible by the "
+                        f"number of processes ({world_size})")
+    local_batch = cfg.train_batch // world_size
+    data_dir = cfg.data_dir  # None: $TORCHCLS_DATA, then ./data (and the system Fashion-MNIST)
+    train = load_dataset(cfg.dataset, data_dir, train=True, download=cfg.download)
+    test = load_dataset(cfg.dataset, data_dir, train=False, download=False)
+    if cfg.test_subset:
+        test = test.subset(torch.arange(min(cfg.test_subset, len(test))))
+    train, val = split_validation(train, cfg.val_split, seed)
+    if cfg.train_subset:
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))
+        train = train.subset(pick[:cfg.train_subset])
+
+    def loader(ds, batch, is_train):
+        return InMemoryLoader(ds.images.to(device), ds.labels.to(device), batch, train=is_train, seed=seed,
+                              rank=rank, world_size=world_size)
+
+    select, select_name = (val, "val") if val is not None else (test, "test")
+    return RunData(
+        train=loader(train, local_batch, True),
+        select=loader(select, cfg.test_batch, False), select_name=select_name,
+        test=loader(test, cfg.test_batch, False) if val is not None else None,
+        classes=list(train.classes), mean=tuple(train.mean), std=tuple(train.std),
+        input_size=int(train.images.shape[-1]), train_size=len(train), select_size=len(select),
+        augment=BatchAugment(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout))
