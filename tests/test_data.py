@@ -540,3 +540,17 @@ def test_augment_cuda_matches_shapes_and_is_deterministic():
         assert any(torch.equal(out[i], padded[i, :, p:p + 32, q:q + 32]) for p in range(9) for q in range(9))
     with pytest.raises(ValueError, match="generator"):
         aug(x, _gen(1))
+
+
+def test_crop_size_takes_uniform_windows_of_the_padded_image():
+    from torchcls.data.augment import BatchAugment
+
+    x = torch.arange(32 * 32).view(1, 1, 32, 32).repeat(4000, 1, 1, 1)
+    y = BatchAugment(crop_padding=0, flip=False, crop_size=28)(x, torch.Generator().manual_seed(0))
+    assert y.shape == (4000, 1, 28, 28)
+    rows, cols = (y[:, 0, 0, 0] // 32), (y[:, 0, 0, 0] % 32)
+    assert sorted(set(rows.tolist())) == [0, 1, 2, 3, 4] == sorted(set(cols.tolist()))
+    # each window is a contiguous 28x28 block of the source
+    assert torch.equal(y[:, 0] - y[:, 0, :1, :1], (torch.arange(28)[:, None] * 32 + torch.arange(28)).expand(4000, 28, 28))
+    with_pad = BatchAugment(crop_padding=2, flip=False, crop_size=28)(x + 1, torch.Generator().manual_seed(1))
+    assert (with_pad == 0).any()  # offsets reach into the zero padding (the source has no zeros)

@@ -1,6 +1,5 @@
 """The training run on real data: its outputs, exact resume, determinism, eval, learning."""
 import json
-import os
 import shlex
 from pathlib import Path
 
@@ -11,14 +10,7 @@ from torchcls.cli import build_parser, config_from_args, main
 from torchcls.engine.checkpoint import safe_load
 from torchcls.engine.train import train
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
-CIFAR_ARCHIVE = DATA / "cifar-10-batches-py.tar.xz"
-
-needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST system package "
-                                  "(apt-get install dataset-fashion-mnist) is not installed")
-needs_cifar = pytest.mark.skipif(not CIFAR_ARCHIVE.is_file(), reason=f"{CIFAR_ARCHIVE} not found "
-                                 "(set TORCHCLS_DATA to the folder holding cifar-10-batches-py.tar.xz)")
+from tests._data import needs_fmnist
 
 # a tiny, fast run: a small net on a subset, two epochs
 TINY = ("-a resnet20 --dataset fashion-mnist --train-subset 512 --test-subset 256 --train-batch 64 "

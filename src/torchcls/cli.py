@@ -24,10 +24,12 @@ def _bool(v: str) -> bool:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("-d", "--dataset", default=S, help="cifar10 | cifar100 | fashion-mnist (default: cifar10 "
-                   "with -a; the main recipe's fashion-mnist without)")
-    g.add_argument("--data-dir", default=S, help="folder holding the data set (folder or official archive); "
-                   "default ./data, $TORCHCLS_DATA when set")
+    g.add_argument("-d", "--dataset", default=S, help="cifar10 | cifar100 | fashion-mnist | imagenet (alias "
+                   "imagefolder: DIR/train/<class>/ and DIR/val/<class>/) (default: cifar10 with -a; the main "
+                   "recipe's fashion-mnist without)")
+    g.add_argument("--data-dir", "--data", dest="data_dir", default=S,
+                   help="folder holding the data set (folder or official archive; for imagenet the folder with "
+                   "train/ and val/, imagenet.py's --data); default ./data, $TORCHCLS_DATA when set")
     g.add_argument("--download", action="store_true", default=S, help="fetch a missing CIFAR data set")
     g.add_argument("--val-split", type=int, default=S, metavar="N",
                    help="hold out N training images to choose the best model on (default 0: the test set)")
@@ -35,7 +37,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on a seeded random subset of N training images (quick experiments)")
     g.add_argument("--test-subset", dest="test_subset", type=int, default=S, metavar="N",
                    help="evaluate on the first N test images")
-    g.add_argument("-j", "--workers", type=int, default=S, help="data loading workers (folder data sets)")
+    g.add_argument("-j", "--workers", type=int, default=S,
+                   help="data loading worker processes per training process (image folders; default 4)")
+    g.add_argument("--train-size", dest="train_size", type=int, default=S, metavar="PX",
+                   help="image folders: RandomResizedCrop size for training (default 224)")
+    g.add_argument("--val-size", dest="val_size", type=int, default=S, metavar="PX",
+                   help="image folders: CenterCrop size for evaluation (default 224)")
+    g.add_argument("--val-resize", dest="val_resize", type=int, default=S, metavar="PX",
+                   help="image folders: shorter side before the evaluation crop (default 256)")
     g = p.add_argument_group("model (the original's flags)")
     g.add_argument("-a", "--arch", default=S, help="model or family name (see `torchcls models`)")
     g.add_argument("--depth", type=int, default=S)
@@ -46,6 +55,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compressionRate", "--compression-rate", dest="compression_rate", type=int, default=S)
     g.add_argument("--drop", "--dropout", dest="drop_rate", type=float, default=S)
     g.add_argument("--base-width", dest="base_width", type=int, default=S)
+    g.add_argument("--pretrained", type=_bool, nargs="?", const=True, default=S,
+                   help="start from torchvision's ImageNet weights, read from the local torch hub cache "
+                   "(never downloaded)")
     g = p.add_argument_group("schedule and optimizer")
     g.add_argument("--epochs", type=int, default=S)
     g.add_argument("--start-epoch", dest="start_epoch", type=int, default=S)
@@ -69,6 +81,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-padding", dest="crop_padding", type=int, default=S)
     g.add_argument("--flip", type=_bool, default=S)
     g.add_argument("--cutout", type=int, default=S, metavar="SIZE")
+    g.add_argument("--train-crop", dest="train_crop", type=int, default=S, metavar="PX",
+                   help="train on random PXxPX windows of the (padded) image; evaluation stays at full size")
+    g.add_argument("--min-train-size", dest="min_train_size", type=int, default=S, metavar="PX",
+                   help="progressive resizing: train at PX pixels at the start of --res-ramp (0: off)")
+    g.add_argument("--res-ramp", dest="res_ramp", type=float, nargs=2, default=S, metavar=("START", "END"),
+                   help="epochs over which the training size grows linearly to the full size")
     g.add_argument("--tta-flip", dest="tta_flip", type=_bool, nargs="?", const=True, default=S)
     g = p.add_argument_group("speed")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=S)
@@ -78,11 +96,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=S)
     g.add_argument("--gpu-id", dest="gpu_id", default=S, help="sets CUDA_VISIBLE_DEVICES (the original's flag)")
     g.add_argument("--dist-backend", dest="dist_backend", choices=["auto", "nccl", "gloo"], default=S)
-    g.add_argument("--sync-bn", dest="sync_bn", type=_bool, nargs="?", const=True, default=S)
+    g.add_argument("--sync-bn", dest="sync_bn", type=_bool, nargs="?", const=True, default=S,
+                   help="under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)")
     g = p.add_argument_group("run")
     g.add_argument("--recipe", default=S, help="a recipe name (recipes/NAME.yaml) or YAML file; flags win")
     g.add_argument("-c", "--checkpoint", default=S, help="run folder (default checkpoints/<dataset>/<arch>)")
-    g.add_argument("--resume", default=S, metavar="PATH", help="checkpoint to continue from, or 'auto'")
+    g.add_argument("--resume", default=S, metavar="PATH",
+                   help="checkpoint to continue from, or 'auto': the run folder's checkpoint.pth.tar if there is "
+                   "one (end of an epoch, or mid-epoch after Ctrl-C/SIGTERM), else start a new run; so the same "
+                   "command can be rerun after any crash (a finished run says so and exits 2)")
     g.add_argument("-e", "--evaluate", action="store_true", default=S,
                    help="only evaluate the --resume checkpoint (writes no log)")
     g.add_argument("--manualSeed", "--seed", dest="seed", type=int, default=S)
@@ -90,7 +112,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between progress lines when output is not a terminal")
     g.add_argument("--tensorboard", type=_bool, default=S)
     g.add_argument("--plot", type=_bool, default=S)
-    g.add_argument("--skip-nonfinite", dest="skip_nonfinite", type=int, default=S)
+    g.add_argument("--skip-nonfinite", dest="skip_nonfinite", type=int, default=S, metavar="N",
+                   help="skip up to N optimizer steps per epoch whose loss is NaN/inf (default 0: stop at the "
+                   "first, keeping the last good checkpoint)")
 
 
 def config_from_args(ns: argparse.Namespace):

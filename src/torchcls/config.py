@@ -34,6 +34,10 @@ class TrainConfig:
     train_subset: int = 0  # train on a seeded random subset of N images (0: all)
     test_subset: int = 0  # evaluate on the first N test images (0: all)
     workers: int = 4
+    # image folders (--dataset imagenet): RandomResizedCrop(train_size); Resize(val_resize) + CenterCrop(val_size)
+    train_size: int = 224
+    val_size: int = 224
+    val_resize: int = 256
     # model (the original's family flags; None = the model's own default)
     arch: str = "resnet20"
     depth: int | None = None
@@ -44,6 +48,7 @@ class TrainConfig:
     compression_rate: int | None = None
     drop_rate: float | None = None
     base_width: int | None = None
+    pretrained: bool = False  # start from torchvision's ImageNet weights in the local torch hub cache
     # schedule
     epochs: int = 300
     start_epoch: int = 0
@@ -65,7 +70,12 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     cutout: int = 0
+    train_crop: int = 0  # train on random CxC windows (evaluation stays at the full size); 0: off
     tta_flip: bool = False
+    # progressive resizing (FFCV-style): train at min_train_size at epoch res_ramp[0], growing
+    # linearly to the full size at epoch res_ramp[1]; evaluation is always at the full size
+    min_train_size: int = 0  # 0: off
+    res_ramp: list[float] = field(default_factory=lambda: [0.0, 0.0])
     # speed
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto | off | bf16 | fp16
@@ -97,6 +107,10 @@ class TrainConfig:
 
 
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+
+# the original imagenet.py's defaults, where they differ from cifar.py's; used for --dataset imagenet
+# when neither a flag nor the recipe gives the key
+IMAGENET_DEFAULTS = {"train_batch": 256, "test_batch": 200, "weight_decay": 1e-4, "epochs": 90}
 
 
 def find_recipe(name: str) -> Path:
@@ -137,8 +151,12 @@ def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainC
         values.update(load_recipe(recipe))
         values["recipe"] = recipe
     values.update(overrides)
+    explicit = set(values)
+    from torchcls.data.datasets import is_folder_dataset
+    if is_folder_dataset(values.get("dataset", TrainConfig.dataset)):
+        values = {**{k: v for k, v in IMAGENET_DEFAULTS.items() if k not in values}, **values}
     cfg = TrainConfig(**values)
-    validate(cfg, explicit=set(values))
+    validate(cfg, explicit=explicit)
     return cfg
 
 
@@ -164,6 +182,8 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
                 "lower them or raise --epochs")
     if cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
         bad(f"--warmup-epochs must be in [0, {cfg.epochs}), got {cfg.warmup_epochs}")
+    if cfg.min_train_size < 0 or len(cfg.res_ramp) != 2 or cfg.res_ramp[0] > cfg.res_ramp[1]:
+        bad("--min-train-size must be >= 0 and --res-ramp two epochs START END with START <= END")
     if cfg.amp not in ("auto", "off", "bf16", "fp16"):
         bad(f"--amp must be auto, off, bf16 or fp16, got {cfg.amp!r}")
     if cfg.channels_last not in ("auto", "on", "off"):
@@ -176,6 +196,10 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.weight_decay < 0 or cfg.momentum < 0:
         bad("--wd and --momentum must be >= 0")
+    if min(cfg.train_size, cfg.val_size, cfg.val_resize) < 1:
+        bad("--train-size, --val-size and --val-resize must be positive")
+    if cfg.workers < 0:
+        bad(f"-j/--workers must be >= 0, got {cfg.workers}")
     from torchcls.data.datasets import canonical_name
     cfg.dataset = canonical_name(cfg.dataset)
     check_model(cfg)
@@ -193,6 +217,10 @@ def check_model(cfg: TrainConfig) -> None:
             create_model(cfg.arch, num_classes=10, **cfg.model_kwargs())
     except ValueError as e:
         raise UserError(str(e)) from None
+    if cfg.pretrained:  # the weights file must be at hand before any data is read
+        from torchcls.models.imagenet.pretrained import pretrained_file
+
+        pretrained_file(cfg.arch, cfg.model_kwargs())
 
 
 def save_yaml(cfg: TrainConfig, path: Path) -> None:

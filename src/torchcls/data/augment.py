@@ -105,19 +105,28 @@ class BatchAugment:
     """The training augmentation: random crop with zero padding, horizontal flip, cutout.
 
     aug = BatchAugment(crop_padding=4, flip=True, cutout=0); x = aug(x_uint8, generator)
-    Output has x's dtype, shape and device.
+    Output has x's dtype, shape and device; with crop_size C (smaller than the image's H), the
+    output is a random CxC window at an offset uniform in [-crop_padding, H - C + crop_padding].
     """
 
-    def __init__(self, crop_padding: int = 4, flip: bool = True, cutout: int = 0):
-        if crop_padding < 0 or cutout < 0:
-            raise ValueError("crop_padding and cutout must be >= 0")
+    def __init__(self, crop_padding: int = 4, flip: bool = True, cutout: int = 0, crop_size: int = 0):
+        if crop_padding < 0 or cutout < 0 or crop_size < 0:
+            raise ValueError("crop_padding, cutout and crop_size must be >= 0")
         self.crop_padding = int(crop_padding)
         self.flip = bool(flip)
         self.cutout = int(cutout)
+        self.crop_size = int(crop_size)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check(x, generator)
-        if self.crop_padding:
+        h = x.shape[-1]
+        if self.crop_size and self.crop_size < h:
+            if (h - self.crop_size) % 2:
+                raise ValueError(f"crop_size {self.crop_size} must differ from the image size {h} by an even number")
+            extra = (h - self.crop_size) // 2
+            x = random_crop(x, self.crop_padding + extra, generator)
+            x = x[..., extra:extra + self.crop_size, extra:extra + self.crop_size]
+        elif self.crop_padding:
             x = random_crop(x, self.crop_padding, generator)
         if self.flip:
             x = random_flip(x, generator)
@@ -126,4 +135,5 @@ class BatchAugment:
         return x
 
     def __repr__(self) -> str:
-        return f"BatchAugment(crop_padding={self.crop_padding}, flip={self.flip}, cutout={self.cutout})"
+        return (f"BatchAugment(crop_padding={self.crop_padding}, flip={self.flip}, cutout={self.cutout}, "
+                f"crop_size={self.crop_size})")

@@ -2,7 +2,8 @@
 
 Every kind yields the same thing to the training loop: loaders with `set_epoch(e)`, `len()` and
 `iterate(start_batch)` giving (images, labels) batches on the device, and a batched `augment`
-applied there. In-memory data sets (CIFAR, Fashion-MNIST) are uint8 tensors on the device.
+applied there. In-memory data sets (CIFAR, Fashion-MNIST) are uint8 tensors on the device; image
+folders (--dataset imagenet) are decoded and cropped to uint8 by DataLoader workers (data/folder.py).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class RunData:
     train_size: int
     select_size: int
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    train_input_size: int = 0  # the training batches' image size when it differs from input_size (0: same)
 
 
 def split_validation(train, val_split: int, seed: int):
@@ -42,12 +44,14 @@ def split_validation(train, val_split: int, seed: int):
 
 
 def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device) -> RunData:
-    from torchcls.data.datasets import load_dataset
+    from torchcls.data.datasets import is_folder_dataset, load_dataset
 
     if cfg.train_batch % world_size:
         raise UserError(f"--train-batch {cfg.train_batch} (the global batch) must be divisible by the "
                         f"number of processes ({world_size})")
     local_batch = cfg.train_batch // world_size
+    if is_folder_dataset(cfg.dataset):
+        return build_folder_data(cfg, seed, rank, world_size, device, local_batch)
     data_dir = cfg.data_dir  # None: $TORCHCLS_DATA, then ./data (and the system Fashion-MNIST)
     train = load_dataset(cfg.dataset, data_dir, train=True, download=cfg.download)
     test = load_dataset(cfg.dataset, data_dir, train=False, download=False)
@@ -69,4 +73,31 @@ def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device)
         test=loader(test, cfg.test_batch, False) if val is not None else None,
         classes=list(train.classes), mean=tuple(train.mean), std=tuple(train.std),
         input_size=int(train.images.shape[-1]), train_size=len(train), select_size=len(select),
-        augment=BatchAugment(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout))
+        augment=BatchAugment(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
+                             crop_size=cfg.train_crop))
+
+
+def build_folder_data(cfg, seed: int, rank: int, world_size: int, device: torch.device,
+                      local_batch: int) -> RunData:
+    """An ImageNet-style folder: workers decode, crop (and flip) to uint8; the device normalises.
+    val/ is the split the best model is chosen on; there is no separate test split."""
+    from torchcls.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderLoader, scan_folder
+
+    if cfg.val_split:
+        raise UserError("--val-split is for in-memory data sets; an image folder's val/ is its validation set")
+    train, val = scan_folder(cfg.data_dir)
+    if cfg.train_subset:
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))
+        train = train.subset(pick[:cfg.train_subset].tolist())
+    if cfg.test_subset:
+        val = val.subset(range(min(cfg.test_subset, len(val))))
+    common = dict(seed=seed, rank=rank, world_size=world_size, workers=cfg.workers, device=device,
+                  resize=cfg.val_resize, flip=cfg.flip)
+    return RunData(
+        train=FolderLoader(train, local_batch, train=True, size=cfg.train_size, **common),
+        select=FolderLoader(val, cfg.test_batch, train=False, size=cfg.val_size, **common),
+        select_name="val", test=None, classes=list(train.classes), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        input_size=cfg.val_size, train_size=len(train), select_size=len(val),
+        # crop and flip happened in the workers, per sample; only cutout (if asked) is left for the device
+        augment=BatchAugment(crop_padding=0, flip=False, cutout=cfg.cutout),
+        train_input_size=cfg.train_size)

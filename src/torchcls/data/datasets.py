@@ -49,22 +49,34 @@ ALIASES = {
     "cifar-100": "cifar100", "cifar_100": "cifar100",
     "fashionmnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist",
 }
+# ImageNet-style folders (--data-dir DIR with train/<class>/ and val/<class>/), read by data/folder.py
+# through DataLoader workers instead of being held in memory
+FOLDER_DATASETS = {"imagenet"}
+FOLDER_ALIASES = {"imagefolder": "imagenet", "image-folder": "imagenet", "folder": "imagenet"}
+
+
+def is_folder_dataset(name: str) -> bool:
+    key = str(name).strip().lower()
+    return FOLDER_ALIASES.get(key, key) in FOLDER_DATASETS
 
 
 def canonical_name(name: str) -> str:
     """The table's name for `name` (case-insensitive, aliases allowed); UserError when unknown."""
     key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in DATASETS:
+    key = ALIASES.get(key, FOLDER_ALIASES.get(key, key))
+    if key not in DATASETS and key not in FOLDER_DATASETS:
         raise UserError(
-            f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} "
-            f"(aliases: {', '.join(sorted(ALIASES))})"
+            f"unknown data set {name!r}; choose one of {', '.join([*DATASETS, *sorted(FOLDER_DATASETS)])} "
+            f"(aliases: {', '.join(sorted([*ALIASES, *FOLDER_ALIASES]))})"
         )
     return key
 
 
 def get_info(name: str) -> DatasetInfo:
-    return DATASETS[canonical_name(name)]
+    key = canonical_name(name)
+    if key in FOLDER_DATASETS:
+        raise UserError(f"{name} is an image-folder data set: its classes and size come from --data-dir")
+    return DATASETS[key]
 
 
 def num_classes(name: str) -> int:

@@ -36,10 +36,19 @@ def init_distributed(device_type: str, backend: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "auto":
         backend = "nccl" if device_type == "cuda" else "gloo"
+    if backend == "nccl" and device_type != "cuda":
+        from torchcls.errors import UserError
+
+        raise UserError("--dist-backend nccl needs CUDA devices; on CPUs use gloo (the default there)")
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        # The store of a torchrun job outlives a restart (--max-restarts): without a fresh key prefix
+        # per attempt, gloo would read the dead attempt's addresses and fail to connect.
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"torchcls/attempt{attempt}/", store),
+                                rank=rank, world_size=world)
     return DistInfo(rank, world, local_rank)
 
 
@@ -68,3 +77,12 @@ def broadcast_object(obj, info: DistInfo):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's `obj`, in rank order, on every rank (a collective: all ranks must call it)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out

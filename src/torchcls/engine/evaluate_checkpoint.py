@@ -14,7 +14,7 @@ from torchcls.models import create_model
 
 def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_flip=False, device="auto",
                         split="test") -> dict:
-    from torchcls.data.datasets import load_dataset
+    from torchcls.data.datasets import is_folder_dataset, load_dataset
 
     state = ckpt_io.safe_load(path)
     missing = [k for k in ("arch", "num_classes", "mean", "std") if k not in state]
@@ -31,10 +31,22 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
         raise UserError(f"{path}: {e}") from None
     ckpt_io.load_model_weights(model, state["state_dict"], str(path))
     model = model.to(dev).to(memory_format=torch.channels_last)
-    data = load_dataset(dataset, data_dir, train=(split == "train"))
+    if is_folder_dataset(dataset):  # an image folder: its val/ (or train/) split, preprocessed as in training
+        from torchcls.data.folder import FolderLoader, scan_folder
+
+        run_cfg = state.get("config") or {}
+        train_split, val_split = scan_folder(data_dir or run_cfg.get("data_dir"))
+        data = train_split if split == "train" else val_split
+        split = "train" if split == "train" else "val"
+        size = int(state.get("input_size") or run_cfg.get("val_size", 224))
+        loader = FolderLoader(data, batch_size, train=False, size=size,
+                              resize=int(run_cfg.get("val_resize", round(size * 256 / 224))), flip=False, seed=0,
+                              rank=0, world_size=1, workers=int(run_cfg.get("workers", 4)), device=dev)
+    else:
+        data = load_dataset(dataset, data_dir, train=(split == "train"))
+        loader = InMemoryLoader(data.images.to(dev), data.labels.to(dev), batch_size, train=False)
     if len(data.classes) != int(state["num_classes"]):
         raise UserError(f"{path} has {state['num_classes']} classes but {dataset} has {len(data.classes)}")
-    loader = InMemoryLoader(data.images.to(dev), data.labels.to(dev), batch_size, train=False)
     t0 = time.perf_counter()
     res = evaluate(model, loader, mean=state["mean"], std=state["std"], device=dev, channels_last=True,
                    tta_flip=tta_flip)

@@ -6,6 +6,7 @@ metrics reduced across ranks -> reporters -> checkpoint.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -17,12 +18,14 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from torchcls import __version__
 from torchcls.config import TrainConfig, save_yaml
 from torchcls.data.build import build_data
 from torchcls.engine import checkpoint as ckpt_io
-from torchcls.engine.distributed import all_reduce_sum, barrier, broadcast_object, init_distributed, shutdown
+from torchcls.engine.distributed import (all_reduce_sum, barrier, broadcast_object, gather_objects,
+                                         init_distributed, shutdown)
 from torchcls.engine.evaluate import autocast_ctx, evaluate, prepare
 from torchcls.engine.optim import build_optimizer, build_scheduler
 from torchcls.errors import Interrupted, UserError
@@ -95,10 +98,19 @@ def hardware_summary(device: torch.device, world_size: int) -> dict:
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    kwargs = cfg.model_kwargs()
+    own_pretrained = cfg.pretrained and not cfg.arch.startswith("tv_")
+    if cfg.pretrained and not own_pretrained:
+        kwargs["pretrained"] = True  # torchvision builders load their cached weights themselves
     try:
-        return create_model(cfg.arch, num_classes=num_classes, **cfg.model_kwargs())
+        model = create_model(cfg.arch, num_classes=num_classes, **kwargs)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if own_pretrained:
+        from torchcls.models.imagenet.pretrained import load_pretrained
+
+        load_pretrained(model, cfg.arch, cfg.model_kwargs(), num_classes)
+    return model
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -117,6 +129,33 @@ def _set_rng_state(st: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(st["cuda"], device)
 
 
+def train_size_at(epoch: int, full: int, cfg: TrainConfig) -> int:
+    """Progressive resizing: the training image size of `epoch` (0-based), a multiple of 4."""
+    if not cfg.min_train_size or cfg.min_train_size >= full:
+        return full
+    start, end = cfg.res_ramp
+    t = 1.0 if epoch >= end else 0.0 if epoch <= start else (epoch - start) / (end - start)
+    size = cfg.min_train_size + t * (full - cfg.min_train_size)
+    return min(full, int(round(size / 4)) * 4)
+
+
+# Test hooks, read from the environment; both do nothing unless set.
+# DUMP_WEIGHTS_ENV=DIR: every rank saves its final state_dict as DIR/rank<R>.pt and its final metrics
+# as DIR/rank<R>.json (to compare ranks).
+# CRASH_ENV=N: the last rank exits with status 1 after epoch N, on a job's first attempt only
+# (TORCHELASTIC_RESTART_COUNT 0), to exercise `torchrun --max-restarts` with `--resume auto`.
+DUMP_WEIGHTS_ENV = "TORCHCLS_TEST_DUMP_WEIGHTS"
+CRASH_ENV = "TORCHCLS_TEST_CRASH_AFTER_EPOCH"
+
+
+def _test_crash_hook(epochs_done: int, dist) -> None:
+    at = os.environ.get(CRASH_ENV)
+    if (at and int(at) == epochs_done and dist.rank == dist.world_size - 1
+            and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"):
+        print(f"torchcls: {CRASH_ENV}={at}: rank {dist.rank} exits on purpose", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
 # ----------------------------------------------------------------------------- the run
 
 @dataclass
@@ -125,6 +164,7 @@ class EpochStats:
     correct: float = 0.0
     count: float = 0.0
     skipped: int = 0
+    lr: float | None = None  # the rate at the epoch's start (log.txt's), kept across a mid-epoch resume
 
 
 class Trainer:
@@ -166,6 +206,11 @@ class Trainer:
             resume_path = ckpt_io.find_resume(run_dir)
         elif cfg.resume:
             resume_path = Path(cfg.resume)
+        if dist.enabled:  # every rank must continue from the same checkpoint (a shared run folder)
+            seen = gather_objects(str(resume_path) if resume_path else None, dist)
+            if len(set(seen)) > 1:
+                raise UserError(f"the processes found different checkpoints to resume from ({seen}); the run "
+                                f"folder {run_dir} must be the same (shared) folder on every machine")
         state = ckpt_io.safe_load(resume_path) if resume_path else None
 
         data = build_data(cfg, seed, dist.rank, dist.world_size, device)
@@ -180,6 +225,9 @@ class Trainer:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if dist.enabled and cfg.sync_bn:
+            if device.type != "cuda":  # DDP refuses SyncBatchNorm on CPU modules
+                raise UserError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm works only on GPUs); on "
+                                "CPUs each process normalises with its own share of the batch: drop --sync-bn")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         raw_model = model
 
@@ -238,6 +286,8 @@ class Trainer:
             if resume_path:
                 self.log(f"torchcls: resumed from {resume_path} at epoch {start_epoch}"
                          + (f", batch {start_batch}" if start_batch else ""))
+            elif cfg.resume == "auto":
+                self.log(f"torchcls: --resume auto: no checkpoint in {run_dir} yet, starting a new run")
             self.log(f"torchcls: outputs in {run_dir}/")
 
         self._old_handlers = self._install_signal_handlers()
@@ -267,7 +317,9 @@ class Trainer:
             else:
                 gen.manual_seed((seed * 7919 + epoch) * 131 + dist.rank)
             stats = partial if start_batch else EpochStats()
-            lr_now = optimizer.param_groups[0]["lr"]
+            size = train_size_at(epoch, data.train_input_size or data.input_size, cfg)
+            lr_now = stats.lr if start_batch and stats.lr is not None else optimizer.param_groups[0]["lr"]
+            stats.lr = lr_now
             progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.log_interval,
                                 enabled=main, initial=start_batch)
             t0 = time.perf_counter()
@@ -275,6 +327,8 @@ class Trainer:
             batch_i = start_batch
             for x, y in loader.iterate(start_batch):
                 x = prepare(augment(x, gen), mean, std, channels_last)
+                if size != x.shape[-1]:
+                    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
                 with autocast_ctx(device, amp_dtype):
                     out = model(x)
                     loss = criterion(out.float(), y)
@@ -283,9 +337,12 @@ class Trainer:
                     if stats.skipped > cfg.skip_nonfinite:
                         progress.close()
                         step = epoch * steps_per_epoch + batch_i
+                        last = run_dir / ckpt_io.LAST
+                        kept = (f"the last good checkpoint, {last}, is kept" if last.is_file()
+                                else "no checkpoint was written yet")
                         raise NonFiniteLoss(
                             f"the loss became {loss.item()} at step {step} (epoch {epoch + 1}, batch {batch_i}); "
-                            f"the last good checkpoint is kept in {run_dir}. Try a lower --lr, --amp off, "
+                            f"{kept}. Try a lower --lr, --amp off, "
                             f"or --skip-nonfinite N to tolerate N such steps")
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
@@ -319,16 +376,18 @@ class Trainer:
             total_train_time += train_time
             start_batch, aug_state = 0, None
             loss_sum, correct, count = all_reduce_sum([stats.loss_sum, stats.correct, stats.count], device, dist)
+            self._report_skipped(loader, "training")
 
             t1 = time.perf_counter()
             res = evaluate(model, select_loader, **eval_kw)
             eval_time = time.perf_counter() - t1
+            self._report_skipped(select_loader, select_name)
             is_best = res["top1"] > best_acc
             best_acc = max(best_acc, res["top1"])
             row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": loss_sum / max(1, count),
                    "train_acc": 100 * correct / max(1, count), "valid_loss": res["loss"], "valid_acc": res["top1"],
                    "valid_top5": res["top5"], "valid_set": select_name, "best_acc": best_acc,
-                   "train_time": train_time, "eval_time": eval_time,
+                   "train_size": size, "train_time": train_time, "eval_time": eval_time,
                    "images_per_s": images_done / train_time if train_time > 0 else 0.0,
                    "skipped_steps": stats.skipped}
             if main:
@@ -344,7 +403,8 @@ class Trainer:
             barrier(dist)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch + 1, row)
-            if self.stop_signal is not None:
+            _test_crash_hook(epoch + 1, dist)
+            if self.stop_signal is not None and epoch + 1 < cfg.epochs:  # after the last one: just finish
                 raise Interrupted(f"stopped by {self.stop_signal} after epoch {epoch + 1}; checkpoint in "
                                   f"{run_dir / ckpt_io.LAST}. Resume with --resume auto")
 
@@ -357,15 +417,28 @@ class Trainer:
                    "hardware": hardware_summary(device, dist.world_size), "config": cfg.to_dict()}
         if data.test is not None:  # selection was on held-out data: report the test set too
             results["final_test"] = evaluate(model, data.test, **eval_kw)
+        if os.environ.get(DUMP_WEIGHTS_ENV):  # tests: every rank's final weights, to compare across ranks
+            dump = Path(os.environ[DUMP_WEIGHTS_ENV])
+            dump.mkdir(parents=True, exist_ok=True)
+            torch.save(raw_model.state_dict(), dump / f"rank{dist.rank}.pt")
+            (dump / f"rank{dist.rank}.json").write_text(json.dumps({k: results[k] for k in ("final", "best")}))
         if main:
-            import json
-
             (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
             logger.close()
             self.log(f"torchcls: done in {results['wall_time_s']:.0f}s; final {select_name} top-1 "
                      f"{row.get('valid_acc', float('nan')):.2f}%, best {best_acc:.2f}%; outputs in {run_dir}/ "
                      f"(log.txt, metrics.jsonl, log.png, checkpoint.pth.tar, model_best.pth.tar, results.json)")
         return results
+
+    def _report_skipped(self, loader, what: str) -> None:
+        """Name the files the loader could not read this epoch, over all ranks (a collective)."""
+        take = getattr(loader, "take_skipped", None)
+        if take is None:
+            return
+        files = [f for part in gather_objects(take(), self.dist) for f in part]
+        if files and self.dist.is_main:
+            self.log(f"torchcls: skipped {len(files)} unreadable file(s) this epoch ({what}): "
+                     + ", ".join(files[:20]) + (f" and {len(files) - 20} more" if len(files) > 20 else ""))
 
     def _check_compatible(self, state: dict, num_classes: int, path) -> None:
         arch = state.get("arch")

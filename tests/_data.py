@@ -1,0 +1,14 @@
+"""Where the tests find real data, and the skip markers for when it is absent."""
+import os
+from pathlib import Path
+
+import pytest
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
+CIFAR_ARCHIVE = DATA / "cifar-10-batches-py.tar.xz"
+
+needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST system package "
+                                  "(apt-get install dataset-fashion-mnist) is not installed")
+needs_cifar = pytest.mark.skipif(not CIFAR_ARCHIVE.is_file(), reason=f"{CIFAR_ARCHIVE} not found "
+                                 "(set TORCHCLS_DATA to the folder holding cifar-10-batches-py.tar.xz)")

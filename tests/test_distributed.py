@@ -1,0 +1,126 @@
+"""Real `torchrun --nproc_per_node=2` runs (gloo, CPU) against one process over the same global batch.
+
+Each run is tiny (a few steps) but goes through the whole path: torchrun's environment,
+init_distributed, DDP, sharded loaders, all-reduced metrics, rank-0-only outputs, restarts.
+TORCHCLS_TEST_DUMP_WEIGHTS makes every rank save its final weights and metrics to compare them.
+
+BatchNorm: with per-process batches each rank normalises with its own half of the batch, so a
+2x16 run is not a 1x32 run for a network with BatchNorm, and SyncBatchNorm works only on GPUs.
+The equality with one process is therefore checked on AlexNet (CIFAR variant: no BatchNorm, no
+dropout); for a BatchNorm network the ranks must still hold identical weights.
+"""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
+WOOF_TAR = DATA / "imagewoof-mini.tar"
+
+needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST system package "
+                                  "(apt-get install dataset-fashion-mnist) is not installed")
+COMMON = ["--epochs", "1", "--threads", "1", "--amp", "off", "--seed", "0", "--tensorboard", "off",
+          "--plot", "off", "--lr", "0.01", "--log-interval", "1000"]
+FMNIST_ARGS = ["--dataset", "fashion-mnist", "--train-subset", "256", "--test-subset", "200",
+               "--train-batch", "64", "--test-batch", "100"]
+
+
+def run(args, tmp: Path, name: str, nproc: int, extra_env=None, torchrun_args=()):
+    """Train with `nproc` torchrun processes (1: plain `python -m torchcls`); return (output, run dir, dump)."""
+    run_dir, dump = tmp / name, tmp / f"{name}-dump"
+    env = {**os.environ, "TORCHCLS_TEST_DUMP_WEIGHTS": str(dump), "OMP_NUM_THREADS": "1", **(extra_env or {})}
+    launcher = ([str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", *torchrun_args, "-m"]
+                if nproc > 1 else [sys.executable, "-m"])
+    p = subprocess.run([*launcher, "torchcls", "train", *COMMON, *args, "-c", str(run_dir)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-4000:]
+    return out, run_dir, dump
+
+
+def load(dump: Path, rank: int):
+    return torch.load(dump / f"rank{rank}.pt", weights_only=True), json.loads((dump / f"rank{rank}.json").read_text())
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+def check_two_ranks_equal_one_process(two, one, out2, run2):
+    (w0, m0), (w1, m1), (ws, ms) = load(two, 0), load(two, 1), load(one, 0)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0), "the two ranks hold different weights"
+    assert m0 == m1, "the ranks report different accuracies"
+    assert max_diff(w0, ws) < 1e-5, f"2 processes differ from 1 by {max_diff(w0, ws)}"
+    assert abs(m0["final"]["top1"] - ms["final"]["top1"]) < 1e-9
+    # one set of outputs, written by rank 0 alone
+    assert out2.count("torchcls: training ") == 1 and out2.count("torchcls: done") == 1
+    assert len((run2 / "log.txt").read_text().splitlines()) == 2
+    assert len((run2 / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not list(run2.glob(".*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def woof(tmp_path_factory):
+    if not WOOF_TAR.is_file():
+        pytest.skip(f"{WOOF_TAR} not found (set TORCHCLS_DATA to the folder holding imagewoof-mini.tar)")
+    root = tmp_path_factory.mktemp("woof")
+    with tarfile.open(WOOF_TAR) as t:
+        t.extractall(root, filter="data")
+    return root / "imagewoof-mini"
+
+
+def test_folder_two_processes_equal_one(woof, tmp_path):
+    # crops and flips are drawn per sample from (seed, epoch, index), so they are the same in both runs
+    args = ["-a", "alexnet", "--dataset", "imagenet", "--data", str(woof), "--train-subset", "128",
+            "--train-batch", "32", "--test-batch", "50", "--train-size", "32", "--val-size", "32",
+            "--val-resize", "36", "-j", "1"]
+    out2, run2, dump2 = run(args, tmp_path, "two", 2)
+    _, _, dump1 = run(args, tmp_path, "one", 1)
+    assert "batch 32 global (16 per process)" in out2 and "x 2 processes" in out2
+    check_two_ranks_equal_one_process(dump2, dump1, out2, run2)
+    assert load(dump2, 0)[1]["final"]["top1"] >= 0 and "top-1" in out2
+
+
+@needs_fmnist
+def test_in_memory_two_processes_equal_one(tmp_path):
+    # the in-memory path's crop and flip run on the device from a per-rank generator: off here
+    args = ["-a", "alexnet", *FMNIST_ARGS, "--crop-padding", "0", "--flip", "off"]
+    out2, run2, dump2 = run(args, tmp_path, "two", 2)
+    _, _, dump1 = run(args, tmp_path, "one", 1)
+    assert "batch 64 global (32 per process)" in out2
+    check_two_ranks_equal_one_process(dump2, dump1, out2, run2)
+
+
+@needs_fmnist
+def test_batchnorm_ranks_agree_and_sync_bn_on_cpu_is_refused(tmp_path):
+    args = ["-a", "resnet20", *FMNIST_ARGS]
+    out, _, dump = run(args, tmp_path, "bn", 2)
+    (w0, m0), (w1, m1) = load(dump, 0), load(dump, 1)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0) and m0 == m1  # BN buffers: broadcast from rank 0
+    with pytest.raises(AssertionError, match="--sync-bn needs CUDA"):
+        run([*args, "--sync-bn"], tmp_path, "syncbn", 2)
+
+
+@needs_fmnist
+def test_restarted_job_resumes_from_its_last_checkpoint(tmp_path):
+    """The last rank dies after epoch 1; torchrun restarts both, and --resume auto carries on at epoch 2."""
+    args = ["-a", "alexnet", *FMNIST_ARGS, "--resume", "auto", "--epochs", "2"]
+    out, run_dir, dump = run(args, tmp_path, "ft", 2,
+                             extra_env={"TORCHCLS_TEST_CRASH_AFTER_EPOCH": "1"}, torchrun_args=["--max-restarts=1"])
+    assert "rank 1 exits on purpose" in out
+    assert "no checkpoint in" in out and "resumed from" in out and "at epoch 1" in out
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert len((run_dir / "log.txt").read_text().splitlines()) == 3
+    w0, _ = load(dump, 0)
+    w1, _ = load(dump, 1)
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)

@@ -1,0 +1,42 @@
+"""Learning on real data: short runs that must reach a real accuracy (not chance, not a constant)."""
+import json
+import shlex
+
+import pytest
+
+from torchcls.cli import main
+from tests._data import CIFAR_ARCHIVE, DATA, needs_cifar, needs_fmnist
+
+
+def run(args: str, run_dir) -> dict:
+    assert main(["train", *shlex.split(args), "-c", str(run_dir), "--plot", "off", "--tensorboard", "off"]) == 0
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@needs_fmnist
+def test_fashion_mnist_short_run_learns(tmp_path):
+    # 2 epochs over 12,000 real training images, evaluated on the full 10,000-image test set
+    res = run("-a resnet20 --dataset fashion-mnist --train-subset 12000 --epochs 2 --train-batch 128 "
+              "--test-batch 1000 --lr 0.2 --lr-schedule onecycle --warmup-epochs 0.5 --label-smoothing 0.1 "
+              "--manualSeed 0", tmp_path / "fm")
+    assert res["final"]["set"] == "test"
+    assert res["final"]["top1"] > 85.0, res["final"]
+
+
+@needs_cifar
+def test_cifar10_subset_clearly_beats_chance(tmp_path):
+    # 2 epochs over 6,000 real CIFAR-10 images; chance is 10%
+    res = run(f"-a resnet20 --dataset cifar10 --data-dir {DATA} --train-subset 6000 --test-subset 2000 "
+              "--epochs 2 --train-batch 128 --test-batch 1000 --lr 0.2 --lr-schedule onecycle "
+              "--warmup-epochs 0.5 --manualSeed 0", tmp_path / "c10")
+    assert res["final"]["top1"] > 30.0, res["final"]
+    assert CIFAR_ARCHIVE.is_file()
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_main_job_reaches_93_percent(tmp_path):
+    """The main job as a newcomer runs it (`torchcls train`), here with its outputs in tmp_path."""
+    assert main(["train", "-c", str(tmp_path / "main")]) == 0
+    res = json.loads((tmp_path / "main" / "results.json").read_text())
+    assert res["final"]["top1"] >= 93.0, res["final"]
