@@ -9,9 +9,15 @@ import torch
 from PIL import Image
 
 from torchcls.cli import build_parser, config_from_args, main
-from torchcls.data.folder import (FolderDataset, FolderLoader, collate_skipping, eval_transform,
-                                  random_resized_crop_box, scan_folder, to_uint8_tensor)
-from torchcls.errors import UserError
+from torchcls.data.folder import (
+    FolderDataset,
+    FolderLoader,
+    collate_skipping,
+    eval_transform,
+    random_resized_crop_box,
+    scan_folder,
+    to_uint8_tensor,
+)
 
 DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
 WOOF_TAR = DATA / "imagewoof-mini.tar"
@@ -163,7 +169,7 @@ def test_bad_folders_are_one_line_errors(tmp_path, capsys, breakage, message):
 
 
 def test_imagenet_defaults_and_flags():
-    parse = lambda *a: config_from_args(build_parser().parse_args(["train", *a]))  # noqa: E731
+    parse = lambda *a: config_from_args(build_parser().parse_args(["train", *a]))
     cfg = parse("-a", "resnext50", "--base-width", "4", "--cardinality", "32", "--data", "/x", "-d", "imagenet")
     assert (cfg.train_batch, cfg.test_batch, cfg.weight_decay, cfg.epochs) == (256, 200, 1e-4, 90)
     assert cfg.data_dir == "/x" and cfg.dataset == "imagenet"

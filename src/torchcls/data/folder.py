@@ -193,7 +193,7 @@ class FolderDataset(Dataset):
             else:
                 img = eval_transform(img, self.resize, self.size)
             return to_uint8_tensor(img), label, path
-        except Exception:  # noqa: BLE001 - any undecodable file is skipped and named, never fatal
+        except Exception:
             return None, label, path
 
 

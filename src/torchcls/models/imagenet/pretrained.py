@@ -54,7 +54,7 @@ def load_pretrained(model: nn.Module, arch: str, model_kwargs: dict, num_classes
     path = pretrained_file(arch, model_kwargs)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise UserError(f"--pretrained: {path} is unreadable: {str(e).splitlines()[0][:200]}") from None
     if num_classes != state["fc.weight"].shape[0]:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
