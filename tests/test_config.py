@@ -62,6 +62,9 @@ def test_no_arguments_is_the_main_recipe_and_flags_win():
     assert (cfg.recipe, cfg.dataset, cfg.arch) == ("main", "fashion-mnist", "resnet20")
     cfg = parse("--epochs 2 --lr 0.05")
     assert (cfg.dataset, cfg.epochs, cfg.lr) == ("fashion-mnist", 2, 0.05)
+    # another data set without -a: the original's defaults (the main recipe is Fashion-MNIST's)
+    cfg = parse("--dataset cifar100 --epochs 2")
+    assert (cfg.recipe, cfg.arch, cfg.dataset, cfg.train_crop, cfg.crop_padding) == (None, "resnet20", "cifar100", 0, 4)
 
 
 def test_recipe_file_and_flag_precedence(tmp_path):

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
-WOOF_TAR = DATA / "imagewoof-mini.tar"
-
-needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST system package "
-                                  "(apt-get install dataset-fashion-mnist) is not installed")
+from tests._data import needs_fmnist
 COMMON = ["--epochs", "1", "--threads", "1", "--amp", "off", "--seed", "0", "--tensorboard", "off",
           "--plot", "off", "--lr", "0.01", "--log-interval", "1000"]
 FMNIST_ARGS = ["--dataset", "fashion-mnist", "--train-subset", "256", "--test-subset", "200",
@@ -66,16 +60,6 @@ def check_two_ranks_equal_one_process(two, one, out2, run2):
     assert len((run2 / "log.txt").read_text().splitlines()) == 2
     assert len((run2 / "metrics.jsonl").read_text().splitlines()) == 1
     assert not list(run2.glob(".*.tmp"))
-
-
-@pytest.fixture(scope="module")
-def woof(tmp_path_factory):
-    if not WOOF_TAR.is_file():
-        pytest.skip(f"{WOOF_TAR} not found (set TORCHCLS_DATA to the folder holding imagewoof-mini.tar)")
-    root = tmp_path_factory.mktemp("woof")
-    with tarfile.open(WOOF_TAR) as t:
-        t.extractall(root, filter="data")
-    return root / "imagewoof-mini"
 
 
 def test_folder_two_processes_equal_one(woof, tmp_path):

@@ -1,7 +1,5 @@
 """ImageNet-style folders: scanning, decoding odd files, preprocessing, the imagenet.py flags."""
 import json
-import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,10 +17,7 @@ from torchcls.data.folder import (
     to_uint8_tensor,
 )
 
-DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
-WOOF_TAR = DATA / "imagewoof-mini.tar"
-needs_woof = pytest.mark.skipif(not WOOF_TAR.is_file(), reason=f"{WOOF_TAR} not found (set TORCHCLS_DATA "
-                                "to the folder holding imagewoof-mini.tar)")
+from tests._data import needs_woof
 
 
 def noise_image(w, h, seed, mode="RGB"):
@@ -206,16 +201,6 @@ def test_pretrained_reads_the_local_cache_only(tmp_path, monkeypatch, capsys):
     assert got["fc.weight"].shape == (10, 512)
     code, out = run_cli(["-a", "alexnet", "--pretrained", "--epochs", "1"], capsys)
     assert code == 2 and "no ImageNet weights are known" in out
-
-
-@pytest.fixture(scope="module")
-def woof(tmp_path_factory):
-    if not WOOF_TAR.is_file():
-        pytest.skip(f"{WOOF_TAR} not found (set TORCHCLS_DATA to the folder holding imagewoof-mini.tar)")
-    root = tmp_path_factory.mktemp("woof")
-    with tarfile.open(WOOF_TAR) as t:
-        t.extractall(root, filter="data")
-    return root / "imagewoof-mini"
 
 
 @needs_woof

@@ -26,9 +26,9 @@ from torchcls.cli import main
 from torchcls.engine import checkpoint as ckpt_io
 from torchcls.engine.checkpoint import safe_load
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST system package "
-                                "(apt-get install dataset-fashion-mnist) is not installed")
+from tests._data import needs_fmnist
+
+pytestmark = needs_fmnist
 
 # cosine: the rate changes every step, so a resume that gets the schedule position wrong shows
 ARGS = ("-a resnet20 --dataset fashion-mnist --train-subset 384 --test-subset 256 --train-batch 64 "

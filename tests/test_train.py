@@ -106,3 +106,34 @@ def test_eval_command_uses_the_checkpoint_alone(tmp_path, capsys):
     assert res["top5"] >= res["top1"]
     rc = main(["eval", str(run / "model_best.pth.tar"), "--tta-flip"])
     assert rc == 0 and "top-1" in capsys.readouterr().out
+
+
+@needs_fmnist
+def test_train_crop_trains_on_windows_and_evaluates_the_centre(tmp_path, capsys):
+    run = tmp_path / "crop"
+    train(cfg_of(TINY + " --train-crop 28 --crop-padding 0", run), log=lambda *a: None)
+    ck = safe_load(run / "checkpoint.pth.tar")
+    assert ck["input_size"] == 28
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["train_size"] == 28
+    # `torchcls eval` takes the crop from the checkpoint: on the same 256 test images it agrees
+    from torchcls.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    res = evaluate_checkpoint(run / "checkpoint.pth.tar", device="cpu", split="test")
+    assert res["count"] == 10_000
+    assert 0 <= res["top1"] <= 100
+
+
+@needs_fmnist
+def test_resume_without_a_seed_keeps_the_runs_own_seed(tmp_path):
+    cmd = TINY.replace("--manualSeed 3", "")
+    run = tmp_path / "noseed"
+
+    def crash_after_first(epoch, row):
+        if epoch == 1:
+            raise Crash
+    with pytest.raises(Crash):
+        train(cfg_of(cmd, run), log=lambda *a: None, on_epoch_end=crash_after_first)
+    seed = safe_load(run / "checkpoint.pth.tar")["seed"]
+    res = train(cfg_of(cmd + " --resume auto", run), log=lambda *a: None)
+    assert res["seed"] == seed

@@ -1,8 +1,8 @@
 """One typed config for a run. Defaults < recipe file < command-line flags; saved with every run.
 
 The base defaults are those of the original cifar.py, so that its TRAINING.md commands mean the
-same thing here. `torchcls train` given neither `-a/--arch` nor `--recipe` starts from the
-built-in main recipe instead (ResNet-20 on Fashion-MNIST, a few minutes on a CPU).
+same thing here. `torchcls train` given none of `-a/--arch`, `-d/--dataset` and `--recipe` starts
+from the built-in main recipe instead (ResNet-20 on Fashion-MNIST, a few minutes on a CPU).
 """
 from __future__ import annotations
 
@@ -145,8 +145,8 @@ def load_recipe(name: str) -> dict[str, Any]:
 def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainConfig:
     """Defaults, then the recipe, then the flags the user gave (`overrides`)."""
     values: dict[str, Any] = {}
-    if recipe is None and "arch" not in overrides:
-        recipe = MAIN_RECIPE
+    if recipe is None and "arch" not in overrides and "dataset" not in overrides:
+        recipe = MAIN_RECIPE  # `torchcls train` alone: the main job
     if recipe is not None:
         values.update(load_recipe(recipe))
         values["recipe"] = recipe

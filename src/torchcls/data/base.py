@@ -68,6 +68,17 @@ class ArrayDataset:
             std=self.std,
         )
 
+    def center_crop(self, size: int) -> "ArrayDataset":
+        """The central size x size window of every image (the identity when size is the full size)."""
+        h, w = self.image_size
+        if size <= 0 or (size, size) == (h, w):
+            return self
+        if size > min(h, w):
+            raise ValueError(f"cannot crop {h}x{w} images to {size}x{size}")
+        top, left = (h - size) // 2, (w - size) // 2
+        return ArrayDataset(self.images[:, :, top:top + size, left:left + size].contiguous(), self.labels,
+                            list(self.classes), self.mean, self.std)
+
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape
         return f"ArrayDataset(n={n}, channels={c}, size={h}x{w}, classes={len(self.classes)})"

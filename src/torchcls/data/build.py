@@ -66,13 +66,16 @@ def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device)
         return InMemoryLoader(ds.images.to(device), ds.labels.to(device), batch, train=is_train, seed=seed,
                               rank=rank, world_size=world_size)
 
+    if cfg.train_crop:  # train on random windows, evaluate on the central one
+        test = test.center_crop(cfg.train_crop)
+        val = val.center_crop(cfg.train_crop) if val is not None else None
     select, select_name = (val, "val") if val is not None else (test, "test")
     return RunData(
         train=loader(train, local_batch, True),
         select=loader(select, cfg.test_batch, False), select_name=select_name,
         test=loader(test, cfg.test_batch, False) if val is not None else None,
         classes=list(train.classes), mean=tuple(train.mean), std=tuple(train.std),
-        input_size=int(train.images.shape[-1]), train_size=len(train), select_size=len(select),
+        input_size=int(select.images.shape[-1]), train_size=len(train), select_size=len(select),
         augment=BatchAugment(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
                              crop_size=cfg.train_crop))
 

@@ -44,6 +44,8 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
                               rank=0, world_size=1, workers=int(run_cfg.get("workers", 4)), device=dev)
     else:
         data = load_dataset(dataset, data_dir, train=(split == "train"))
+        if state.get("input_size"):  # a model trained on crops is evaluated on the central crop
+            data = data.center_crop(int(state["input_size"]))
         loader = InMemoryLoader(data.images.to(dev), data.labels.to(dev), batch_size, train=False)
     if len(data.classes) != int(state["num_classes"]):
         raise UserError(f"{path} has {state['num_classes']} classes but {dataset} has {len(data.classes)}")

@@ -191,10 +191,6 @@ class Trainer:
         cfg, device, dist = self.cfg, self.device, self.dist
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
-        self.seed = seed = broadcast_object(seed, dist)
-        torch.manual_seed(seed)
-        random.seed(seed)
         amp_dtype = resolve_amp(cfg, device)
         channels_last = resolve_channels_last(cfg, device)
         run_dir = cfg.run_dir()
@@ -212,6 +208,13 @@ class Trainer:
                 raise UserError(f"the processes found different checkpoints to resume from ({seen}); the run "
                                 f"folder {run_dir} must be the same (shared) folder on every machine")
         state = ckpt_io.safe_load(resume_path) if resume_path else None
+        # the seed: given, else the resumed run's own (its data order continues), else a fresh one
+        seed = cfg.seed if cfg.seed is not None else (state or {}).get("seed")
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**31)
+        self.seed = seed = broadcast_object(int(seed), dist)
+        torch.manual_seed(seed)
+        random.seed(seed)
 
         data = build_data(cfg, seed, dist.rank, dist.world_size, device)
         num_classes = len(data.classes)
@@ -301,7 +304,7 @@ class Trainer:
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "rng": _rng_state(device), "aug_rng": aug_gen.get_state() if aug_gen is not None else None,
                     "partial": vars(stats).copy() if stats is not None else None,
-                    "config": cfg.to_dict(), **data_cfg, "torchcls_version": __version__}
+                    "seed": seed, "config": cfg.to_dict(), **data_cfg, "torchcls_version": __version__}
 
         select_loader = data.select
         eval_kw = dict(mean=mean, std=std, device=device, amp_dtype=amp_dtype, channels_last=channels_last,

@@ -1,0 +1,17 @@
+"""Fixtures shared by the test files."""
+import tarfile
+
+import pytest
+
+from tests._data import WOOF_TAR
+
+
+@pytest.fixture(scope="session")
+def woof(tmp_path_factory):
+    """The real imagewoof-mini folder (train/ and val/), unpacked once from $TORCHCLS_DATA."""
+    if not WOOF_TAR.is_file():
+        pytest.skip(f"{WOOF_TAR} not found (set TORCHCLS_DATA to the folder holding imagewoof-mini.tar)")
+    root = tmp_path_factory.mktemp("woof")
+    with tarfile.open(WOOF_TAR) as t:
+        t.extractall(root, filter="data")
+    return root / "imagewoof-mini"
