@@ -180,9 +180,11 @@ class Trainer:
         self.device = device = resolve_device(cfg)
         self.dist = init_distributed(device.type, cfg.dist_backend)
         self._old_handlers = {}
+        threads = torch.get_num_threads()
         try:
             return self._run(t_start)
-        finally:
+        finally:  # leave the process as it was (tests and notebooks run several trainings in one)
+            torch.set_num_threads(threads)
             for sig, h in self._old_handlers.items():
                 signal.signal(sig, h)
             shutdown()
