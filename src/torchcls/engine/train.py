@@ -364,7 +364,8 @@ class Trainer:
                 batch_i += 1
                 progress.update(1, loss=f"{stats.loss_sum / max(1, stats.count):.4f}",
                                 acc=f"{100 * stats.correct / max(1, stats.count):.2f}%",
-                                lr=f"{optimizer.param_groups[0]['lr']:.4g}")
+                                lr=f"{optimizer.param_groups[0]['lr']:.4g}",
+                                img_s=f"{(batch_i - start_batch) * cfg.train_batch / (time.perf_counter() - t0):.0f}")
                 if self.stop_signal is not None:
                     break
             train_time = time.perf_counter() - t0

@@ -25,7 +25,7 @@ class Progress:
         if not self.enabled:
             return
         self.n += n
-        text = "  ".join(f"{k} {v}" for k, v in stats.items())
+        text = "  ".join(f"{k.replace('_', '/')} {v}" for k, v in stats.items())
         if self.bar is not None:
             self.bar.update(n)
             self.bar.set_postfix_str(text, refresh=False)
