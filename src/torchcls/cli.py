@@ -1,4 +1,4 @@
-"""One entry point: torchcls train | eval | models | plot.
+"""One entry point: torchcls train | eval | models | bench | plot.
 
 `torchcls train` accepts every flag of the original cifar.py with its meaning, so that the
 commands of its TRAINING.md run with only the program name changed.
@@ -197,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary.add_arguments(m)
     m.set_defaults(func=cmd_models)
+
+    b = sub.add_parser("bench", help="training throughput and peak memory; --vs-reference: against the "
+                       "original's loop")
+    from torchcls import bench
+
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.run)
 
     pl = sub.add_parser("plot", help="draw log.png of a run folder")
     pl.add_argument("run_dir")

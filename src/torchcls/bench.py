@@ -1,0 +1,382 @@
+"""`torchcls bench`: training throughput (images/s) and peak memory of a model on a data set.
+
+    torchcls bench -a resnet20 --dataset cifar10 --train-batch 128 --vs-reference
+
+Takes the model and data flags of `torchcls train` with the same meaning (with neither -a nor -d
+the main recipe applies, as for `train`). A step counts everything an epoch costs: index the
+in-memory data, batched augmentation on the device, normalise, forward, backward, optimizer step
+(and the loss read-back the training loop does). It is built from the Trainer's own pieces
+(build_data, prepare, autocast_ctx, build_optimizer). The figure is the median over --windows
+timed windows of --steps steps each, after --warmup steps. Progressive resizing (--min-train-size)
+is not applied: steps run at the full training size.
+
+--vs-reference also runs, in the same process and alternating window by window with ours, the
+original pytorch-classification loop: per-image PIL transforms (RandomCrop(H, padding=4),
+RandomHorizontalFlip, ToTensor, Normalize) over the same uint8 images in a torch DataLoader
+(shuffle, -j workers, at most one per CPU), float32, NCHW, plain SGD, same model and batch size.
+
+Peak memory: on CUDA torch.cuda.max_memory_allocated (reset before each loop's windows); on a CPU
+the growth of the process's ru_maxrss high-water mark. That mark is process-wide, so on a CPU with
+--vs-reference ours is taken over its warm-up steps (before the reference runs), and the
+reference's figure (measured after ours) is max(ours, reference) for the main process, and its
+DataLoader workers (separate processes) are not counted. While ours runs, the reference's workers
+fill their prefetch queue (2 batches each), so a reference window may start with a few batches
+ready and ours may lose a little CPU to them: short windows favour the reference slightly.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+
+BENCH_KEYS = ("bench_steps", "bench_windows", "bench_warmup", "bench_json", "bench_vs_reference", "bench_eval")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from torchcls.cli import add_train_arguments
+
+    add_train_arguments(p)
+    g = p.add_argument_group("bench")
+    g.add_argument("--steps", dest="bench_steps", type=int, default=10, help="steps per timed window (default 10)")
+    g.add_argument("--windows", dest="bench_windows", type=int, default=5,
+                   help="timed windows; the figure is their median (default 5)")
+    g.add_argument("--warmup", dest="bench_warmup", type=int, default=3,
+                   help="untimed steps before the first window of each loop (default 3)")
+    g.add_argument("--vs-reference", dest="bench_vs_reference", action="store_true",
+                   help="also time the original's loop (PIL transforms in a DataLoader, fp32, NCHW, plain SGD) "
+                   "and print the ratio ours/reference last")
+    g.add_argument("--eval", dest="bench_eval", action="store_true",
+                   help="also time evaluation (batches of --test-batch, no augmentation)")
+    g.add_argument("--json", dest="bench_json", action="store_true", help="print the result as JSON")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _maxrss_mb() -> float:
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+class _Memory:
+    """Peak memory of a loop: CUDA max_memory_allocated, or growth of ru_maxrss over a baseline."""
+
+    def __init__(self, device):
+        self.device = device
+        self.base = _maxrss_mb()
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            import torch
+
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return max(0.0, _maxrss_mb() - self.base)
+
+
+def _forever(loader):
+    """Batches without end: epoch after epoch (a new order each epoch, as in training)."""
+    for epoch in itertools.count():
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from (loader.iterate() if hasattr(loader, "iterate") else loader)
+
+
+def _time_windows(step, batches, n_windows, steps, device):
+    """Generator: each next() runs one timed window of `steps` steps and yields its images/s."""
+    for _ in range(n_windows):
+        _sync(device)
+        t0 = time.perf_counter()
+        n = 0
+        for _ in range(steps):
+            n += step(*next(batches))
+        _sync(device)
+        yield n / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- the two loops
+
+def our_loop(cfg, data, device, amp_dtype, channels_last, seed):
+    """Our training step, from the Trainer's pieces. Returns (step, batches, model)."""
+    import torch
+    import torch.nn as nn
+
+    from torchcls.engine.evaluate import autocast_ctx, prepare
+    from torchcls.engine.optim import build_optimizer
+    from torchcls.engine.train import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(cfg, len(data.classes)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    run = torch.compile(model) if cfg.compile else model
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    mean, std, augment = data.mean, data.std, data.augment
+
+    def step(x, y):
+        x = prepare(augment(x, gen), mean, std, channels_last)
+        with autocast_ctx(device, amp_dtype):
+            out = run(x)
+            loss = criterion(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss.item()
+        (out.argmax(1) == y).sum().item()
+        return y.numel()
+
+    run.train()
+    return step, _forever(data.train), run
+
+
+class PILImages:
+    """The original's per-image data path over our in-memory uint8 images: like
+    torchvision.datasets.CIFAR10, an HWC uint8 array turned into a PIL Image per sample, then the
+    transforms. 1-channel images (Fashion-MNIST) are converted to RGB first."""
+
+    def __init__(self, images, labels, transform):
+        imgs = images.cpu()
+        self.gray = imgs.shape[1] == 1
+        self.data = imgs[:, 0].numpy() if self.gray else imgs.permute(0, 2, 3, 1).contiguous().numpy()
+        self.targets = labels.cpu().tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.data[i])
+        if self.gray:
+            img = img.convert("RGB")
+        return self.transform(img), self.targets[i]
+
+
+def reference_workers(requested: int) -> tuple[int, str]:
+    n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested > n_cpu:
+        return n_cpu, f"-j {requested} clamped to the {n_cpu} CPUs"
+    return requested, f"-j {requested}"
+
+
+def reference_loop(cfg, data, device, seed, workers, train=True):
+    """The original pytorch-classification loop. Returns (step, batches, model, dataloader)."""
+    import torch
+    import torch.nn as nn
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+
+    from torchcls.engine.train import build_model
+
+    src = data.train if train else data.select
+    size = int(src.images.shape[-1])
+    mean, std = list(data.mean), list(data.std)
+    if len(mean) == 1:  # converted to RGB: the same statistics on each channel
+        mean, std = mean * 3, std * 3
+    tail = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    head = [transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip()] if train else []
+    ds = PILImages(src.images, src.labels, transforms.Compose(head + tail))
+    batch = cfg.train_batch if train else cfg.test_batch
+    loader = DataLoader(ds, batch_size=batch, shuffle=train, num_workers=workers, drop_last=False,
+                        generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    model = build_model(cfg, len(data.classes)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    criterion = nn.CrossEntropyLoss()
+
+    def step(x, y):
+        x, y = x.to(device), y.to(device, non_blocking=True)
+        out = model(x)
+        loss = criterion(out, y)
+        loss.item()
+        (out.argmax(1) == y).sum().item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return y.numel()
+
+    model.train()
+    return step, _forever(loader), model, loader
+
+
+def _eval_step(model, device, amp_dtype, channels_last, mean, std, prepared):
+    import torch
+
+    from torchcls.engine.evaluate import autocast_ctx, prepare
+
+    @torch.no_grad()
+    def step(x, y):
+        x, y = x.to(device), y.to(device)
+        if not prepared:
+            x = prepare(x, mean, std, channels_last)
+        with autocast_ctx(device, amp_dtype):
+            out = model(x).float()
+        (out.argmax(1) == y).sum().item()
+        return y.numel()
+
+    return step
+
+
+# ----------------------------------------------------------------------------- the command
+
+def bench(cfg, *, steps=10, windows=5, warmup=3, vs_reference=False, eval_too=False) -> dict:
+    import torch
+
+    from torchcls.data.build import build_data
+    from torchcls.data.datasets import is_folder_dataset
+    from torchcls.engine.train import hardware_summary, resolve_amp, resolve_channels_last, resolve_device
+    from torchcls.errors import UserError
+
+    if min(steps, windows) < 1 or warmup < 0:
+        raise UserError("--steps and --windows must be at least 1, --warmup at least 0")
+    if vs_reference and is_folder_dataset(cfg.dataset):
+        raise UserError("--vs-reference is for the in-memory data sets (cifar10, cifar100, fashion-mnist)")
+    threads_before = torch.get_num_threads()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    try:
+        device = resolve_device(cfg)
+        amp_dtype = resolve_amp(cfg, device)
+        channels_last = resolve_channels_last(cfg, device)
+        seed = cfg.seed if cfg.seed is not None else 0
+        torch.manual_seed(seed)
+        data = build_data(cfg, seed, 0, 1, device)
+        if len(data.train) < 1:
+            raise UserError(f"{data.train_size} training images are fewer than one batch of {cfg.train_batch}")
+        workers, workers_note = reference_workers(cfg.workers)
+
+        loops = {"ours": our_loop(cfg, data, device, amp_dtype, channels_last, seed)[:2]}
+        if vs_reference:
+            loops["reference"] = reference_loop(cfg, data, device, seed, workers)[:2]
+        mem = _Memory(device)  # the baseline: data and both models in place
+        figures = {name: [] for name in loops}
+        peaks = {name: 0.0 for name in loops}
+        timers = {}
+        for name, (step, batches) in loops.items():  # warm-up, ours first (see the CPU memory note)
+            mem.start()
+            for _ in range(warmup):
+                step(*next(batches))
+            peaks[name] = mem.peak_mb()
+            timers[name] = _time_windows(step, batches, windows, steps, device)
+        # on a CPU the high-water mark is the process's: ours' peak is the one before the reference ran
+        frozen = {"ours"} if vs_reference and device.type != "cuda" else set()
+        for _ in range(windows):  # alternate window by window
+            for name in loops:
+                mem.start()
+                figures[name].append(next(timers[name]))
+                if name not in frozen:
+                    peaks[name] = max(peaks[name], mem.peak_mb())
+
+        ours_settings = {"amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+                         "channels_last": channels_last, "compile": bool(cfg.compile),
+                         "augmentation": f"batched on {device.type}"}
+        result = {"arch": cfg.arch, "dataset": cfg.dataset, "train_images": data.train_size,
+                  "batch": cfg.train_batch, "device": device.type, "threads": torch.get_num_threads(),
+                  "steps": steps, "windows": windows, "warmup": warmup,
+                  "memory_measure": "torch.cuda.max_memory_allocated" if device.type == "cuda"
+                  else "ru_maxrss growth (process-wide high-water mark)",
+                  "ours": {"images_per_s": statistics.median(figures["ours"]), "windows_images_per_s":
+                           figures["ours"], "peak_memory_mb": peaks["ours"], **ours_settings}}
+        if vs_reference:
+            result["reference"] = {
+                "images_per_s": statistics.median(figures["reference"]),
+                "windows_images_per_s": figures["reference"], "peak_memory_mb": peaks["reference"],
+                "workers": workers, "workers_note": workers_note, "amp": "off", "channels_last": False,
+                "compile": False, "augmentation": "per-image PIL in a DataLoader"}
+
+        if eval_too:
+            _, _, model = our_loop(cfg, data, device, amp_dtype, channels_last, seed)
+            model.eval()
+            ev = {"ours": (_eval_step(model, device, amp_dtype, channels_last, data.mean, data.std, False),
+                           _forever(data.select))}
+            if vs_reference:
+                _, _, rmodel, rloader = reference_loop(cfg, data, device, seed, workers, train=False)
+                rmodel.eval()
+                ev["reference"] = (_eval_step(rmodel, device, None, False, None, None, True), _forever(rloader))
+            ev_fig = {name: [] for name in ev}
+            ev_timers = {}
+            for name, (step, batches) in ev.items():
+                for _ in range(warmup):
+                    step(*next(batches))
+                ev_timers[name] = _time_windows(step, batches, windows, steps, device)
+            for _ in range(windows):
+                for name in ev:
+                    ev_fig[name].append(next(ev_timers[name]))
+            for name in ev:
+                result[name]["eval_images_per_s"] = statistics.median(ev_fig[name])
+                result[name]["eval_batch"] = cfg.test_batch
+
+        if vs_reference:
+            result["ratio"] = result["ours"]["images_per_s"] / result["reference"]["images_per_s"]
+        result["hardware"] = hardware_summary(device, 1)
+        return result
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def format_result(r: dict) -> str:
+    o = r["ours"]
+    lines = [f"torchcls bench: {r['arch']} on {r['dataset']} ({r['train_images']} training images), "
+             f"batch {r['batch']}, {r['device']}, {r['threads']} threads; median of {r['windows']} windows of "
+             f"{r['steps']} steps after {r['warmup']} warm-up steps"
+             + (", ours and the reference alternating" if "reference" in r else ""),
+             (f"ours:      amp {o['amp']}, channels_last {'on' if o['channels_last'] else 'off'}, "
+              f"compile {'on' if o['compile'] else 'off'}, augmentation {o['augmentation']}")]
+    if "reference" in r:
+        ref = r["reference"]
+        lines.append(f"reference: fp32, NCHW, plain SGD, per-image PIL transforms in a DataLoader with "
+                     f"{ref['workers']} workers ({ref['workers_note']})")
+    mem_note = r["memory_measure"]
+
+    def fig(name, d):
+        s = f"{name + ':':<11}{d['images_per_s']:.1f} images/s (windows: " + \
+            ", ".join(f"{v:.0f}" for v in d["windows_images_per_s"]) + f"), peak memory {d['peak_memory_mb']:.0f} MB"
+        if "eval_images_per_s" in d:
+            s += f"; eval {d['eval_images_per_s']:.1f} images/s (batch {d['eval_batch']})"
+        return s
+
+    lines.append(fig("ours", o))
+    if "reference" in r:
+        lines.append(fig("reference", r["reference"]))
+    lines.append(f"peak memory: {mem_note}"
+                 + ("; on a CPU ours is over its warm-up steps, the reference's is max(ours, reference) "
+                    "without its worker processes"
+                    if "reference" in r and r["device"] != "cuda" else ""))
+    if "reference" in r:
+        lines.append(f"ratio ours/reference: {r['ratio']:.2f}")
+    return "\n".join(lines)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from torchcls.cli import config_from_args
+
+    opts = {k: getattr(ns, k) for k in BENCH_KEYS}
+    train_ns = argparse.Namespace(**{k: v for k, v in vars(ns).items() if k not in BENCH_KEYS})
+    cfg = config_from_args(train_ns)
+    r = bench(cfg, steps=opts["bench_steps"], windows=opts["bench_windows"], warmup=opts["bench_warmup"],
+              vs_reference=opts["bench_vs_reference"], eval_too=opts["bench_eval"])
+    print(json.dumps(r, indent=2) if opts["bench_json"] else format_result(r))
+    return 0
