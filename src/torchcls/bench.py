@@ -118,9 +118,8 @@ def our_loop(cfg, data, device, amp_dtype, channels_last, seed):
     import torch
     import torch.nn as nn
 
-    from torchcls.engine.evaluate import autocast_ctx, prepare
     from torchcls.engine.optim import build_optimizer
-    from torchcls.engine.train import build_model
+    from torchcls.engine.train import build_model, forward_loss, optimizer_step, train_inputs
 
     torch.manual_seed(seed)
     model = build_model(cfg, len(data.classes)).to(device)
@@ -134,14 +133,9 @@ def our_loop(cfg, data, device, amp_dtype, channels_last, seed):
     mean, std, augment = data.mean, data.std, data.augment
 
     def step(x, y):
-        x = prepare(augment(x, gen), mean, std, channels_last)
-        with autocast_ctx(device, amp_dtype):
-            out = run(x)
-            loss = criterion(out.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        out, loss = forward_loss(run, train_inputs(x, augment, gen, mean, std, channels_last), y, criterion,
+                                 device, amp_dtype)
+        optimizer_step(loss, optimizer, scaler)
         loss.item()
         (out.argmax(1) == y).sum().item()
         return y.numel()

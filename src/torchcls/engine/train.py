@@ -156,6 +156,30 @@ def _test_crash_hook(epochs_done: int, dist) -> None:
         os._exit(1)
 
 
+def train_inputs(x, augment, gen, mean, std, channels_last: bool, size: int | None = None) -> torch.Tensor:
+    """A uint8 batch on the device -> augmented, normalised model input, resized to `size`
+    (progressive resizing) when that differs from the batch's own size."""
+    x = prepare(augment(x, gen), mean, std, channels_last)
+    if size is not None and size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+def forward_loss(model, x, y, criterion, device: torch.device, amp_dtype):
+    """Logits and loss under autocast (the loss in float32)."""
+    with autocast_ctx(device, amp_dtype):
+        out = model(x)
+        loss = criterion(out.float(), y)
+    return out, loss
+
+
+def optimizer_step(loss, optimizer, scaler) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 # ----------------------------------------------------------------------------- the run
 
 @dataclass
@@ -331,12 +355,8 @@ class Trainer:
             model.train()
             batch_i = start_batch
             for x, y in loader.iterate(start_batch):
-                x = prepare(augment(x, gen), mean, std, channels_last)
-                if size != x.shape[-1]:
-                    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-                with autocast_ctx(device, amp_dtype):
-                    out = model(x)
-                    loss = criterion(out.float(), y)
+                x = train_inputs(x, augment, gen, mean, std, channels_last, size)
+                out, loss = forward_loss(model, x, y, criterion, device, amp_dtype)
                 if not torch.isfinite(loss):
                     stats.skipped += 1
                     if stats.skipped > cfg.skip_nonfinite:
@@ -352,10 +372,7 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
                 else:
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
+                    optimizer_step(loss, optimizer, scaler)
                     scheduler.step()
                     n = y.numel()
                     stats.loss_sum += loss.item() * n
