@@ -119,10 +119,11 @@ def our_loop(cfg, data, device, amp_dtype, channels_last, seed):
     import torch.nn as nn
 
     from torchcls.engine.optim import build_optimizer
-    from torchcls.engine.train import build_model, forward_loss, optimizer_step, train_inputs
+    from torchcls.engine.train import build_model, forward_loss, init_from_data, optimizer_step, train_inputs
 
     torch.manual_seed(seed)
     model = build_model(cfg, len(data.classes)).to(device)
+    init_from_data(model, data)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
@@ -182,7 +183,7 @@ def reference_loop(cfg, data, device, seed, workers, train=True):
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
-    from torchcls.engine.train import build_model
+    from torchcls.engine.train import build_model, init_from_data
 
     src = data.train if train else data.select
     size = int(src.images.shape[-1])
@@ -197,6 +198,7 @@ def reference_loop(cfg, data, device, seed, workers, train=True):
                         generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
     model = build_model(cfg, len(data.classes)).to(device)
+    init_from_data(model, data)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     criterion = nn.CrossEntropyLoss()
@@ -241,6 +243,7 @@ def bench(cfg, *, steps=10, windows=5, warmup=3, vs_reference=False, eval_too=Fa
 
     from torchcls.data.build import build_data
     from torchcls.data.datasets import is_folder_dataset
+    from torchcls.engine.runtime import malloc_state, tune_malloc
     from torchcls.engine.train import hardware_summary, resolve_amp, resolve_channels_last, resolve_device
     from torchcls.errors import UserError
 
@@ -251,6 +254,7 @@ def bench(cfg, *, steps=10, windows=5, warmup=3, vs_reference=False, eval_too=Fa
     threads_before = torch.get_num_threads()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    tune_malloc(cfg.malloc)  # process-wide: the reference loop (and its forked workers) run under it too
     try:
         device = resolve_device(cfg)
         amp_dtype = resolve_amp(cfg, device)
@@ -286,7 +290,7 @@ def bench(cfg, *, steps=10, windows=5, warmup=3, vs_reference=False, eval_too=Fa
 
         ours_settings = {"amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
                          "channels_last": channels_last, "compile": bool(cfg.compile),
-                         "augmentation": f"batched on {device.type}"}
+                         "augmentation": f"batched on {device.type}", "malloc": malloc_state()}
         result = {"arch": cfg.arch, "dataset": cfg.dataset, "train_images": data.train_size,
                   "batch": cfg.train_batch, "device": device.type, "threads": torch.get_num_threads(),
                   "steps": steps, "windows": windows, "warmup": warmup,
@@ -338,7 +342,7 @@ def format_result(r: dict) -> str:
              f"{r['steps']} steps after {r['warmup']} warm-up steps"
              + (", ours and the reference alternating" if "reference" in r else ""),
              (f"ours:      amp {o['amp']}, channels_last {'on' if o['channels_last'] else 'off'}, "
-              f"compile {'on' if o['compile'] else 'off'}, augmentation {o['augmentation']}")]
+              f"compile {'on' if o['compile'] else 'off'}, augmentation {o['augmentation']}, malloc {o['malloc']}")]
     if "reference" in r:
         ref = r["reference"]
         lines.append(f"reference: fp32, NCHW, plain SGD, per-image PIL transforms in a DataLoader with "

@@ -74,6 +74,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=S)
     g.add_argument("--nesterov", type=_bool, nargs="?", const=True, default=S)
     g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=S)
+    g.add_argument("--bias-lr-scale", dest="bias_lr_scale", type=float, default=S, metavar="X",
+                   help="learning rate x X for biases and norm parameters (their weight decay / X)")
     g.add_argument("--no-wd-norm-bias", dest="no_wd_norm_bias", type=_bool, nargs="?", const=True, default=S,
                    help="no weight decay on norm layers and biases")
     g.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=S)
@@ -88,12 +90,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--res-ramp", dest="res_ramp", type=float, nargs=2, default=S, metavar=("START", "END"),
                    help="epochs over which the training size grows linearly to the full size")
     g.add_argument("--tta-flip", dest="tta_flip", type=_bool, nargs="?", const=True, default=S)
+    g.add_argument("--tta-shift", dest="tta_shift", type=int, default=S, metavar="PX",
+                   help="test-time augmentation: also average views translated by PX pixels (0: off)")
+    g.add_argument("--tta-epochs", dest="tta_epochs", choices=["all", "last"], default=S,
+                   help="last: evaluate earlier epochs without test-time augmentation (faster)")
     g = p.add_argument_group("speed")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=S)
     g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=S)
     g.add_argument("--channels-last", dest="channels_last", choices=["auto", "on", "off"], default=S)
     g.add_argument("--compile", type=_bool, nargs="?", const=True, default=S)
     g.add_argument("--threads", type=int, default=S)
+    g.add_argument("--malloc", choices=["auto", "off"], default=S,
+                   help="auto (default): glibc keeps freed step buffers in the heap instead of returning them "
+                   "to the kernel each step (faster CPU steps); off: the C library's defaults")
     g.add_argument("--gpu-id", dest="gpu_id", default=S, help="sets CUDA_VISIBLE_DEVICES (the original's flag)")
     g.add_argument("--dist-backend", dest="dist_backend", choices=["auto", "nccl", "gloo"], default=S)
     g.add_argument("--sync-bn", dest="sync_bn", type=_bool, nargs="?", const=True, default=S,
@@ -133,7 +142,8 @@ def cmd_train(ns) -> int:
         from torchcls.engine.evaluate_checkpoint import evaluate_checkpoint, format_result
 
         res = evaluate_checkpoint(cfg.resume, dataset=cfg.dataset, data_dir=cfg.data_dir,
-                                  batch_size=cfg.test_batch, tta_flip=cfg.tta_flip, device=cfg.device)
+                                  batch_size=cfg.test_batch, tta_flip=cfg.tta_flip, device=cfg.device,
+                                  tta_shift=cfg.tta_shift)
         print(format_result(res))
         return 0
     from torchcls.engine.train import train
@@ -148,7 +158,7 @@ def cmd_eval(ns) -> int:
     from torchcls.engine.evaluate_checkpoint import evaluate_checkpoint, format_result
 
     res = evaluate_checkpoint(ns.checkpoint, dataset=ns.dataset, data_dir=ns.data_dir,
-                              batch_size=ns.batch_size, tta_flip=ns.tta_flip, device=ns.device,
+                              batch_size=ns.batch_size, tta_flip=ns.tta_flip, device=ns.device, tta_shift=ns.tta_shift,
                               split=ns.split)
     print(json.dumps(res, indent=2) if ns.json else format_result(res))
     return 0
@@ -188,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["test", "train"], default="test")
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
+    e.add_argument("--tta-shift", type=int, default=0, metavar="PX",
+                   help="also average views translated by PX pixels up-left and down-right")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_eval)

@@ -65,6 +65,7 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     no_wd_norm_bias: bool = False
+    bias_lr_scale: float = 1.0  # lr multiplier of biases and norm parameters (decay divided by it)
     label_smoothing: float = 0.0
     # augmentation (batched, on the device)
     crop_padding: int = 4
@@ -72,6 +73,8 @@ class TrainConfig:
     cutout: int = 0
     train_crop: int = 0  # train on random CxC windows (evaluation stays at the full size); 0: off
     tta_flip: bool = False
+    tta_shift: int = 0  # test-time augmentation: also views translated by this many pixels
+    tta_epochs: str = "all"  # all: TTA in every epoch's evaluation | last: only in the last epoch's
     # progressive resizing (FFCV-style): train at min_train_size at epoch res_ramp[0], growing
     # linearly to the full size at epoch res_ramp[1]; evaluation is always at the full size
     min_train_size: int = 0  # 0: off
@@ -82,6 +85,7 @@ class TrainConfig:
     channels_last: str = "auto"  # auto | on | off
     compile: bool = False
     threads: int = 0  # 0: torch's default
+    malloc: str = "auto"  # auto: keep step buffers in the heap (glibc, see engine/runtime.py) | off
     gpu_id: str | None = None
     # run
     checkpoint: str | None = None  # default checkpoints/<dataset>/<arch>
@@ -200,6 +204,12 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad("--train-size, --val-size and --val-resize must be positive")
     if cfg.workers < 0:
         bad(f"-j/--workers must be >= 0, got {cfg.workers}")
+    if cfg.tta_shift < 0 or cfg.tta_epochs not in ("all", "last"):
+        bad("--tta-shift must be >= 0 and --tta-epochs all or last")
+    if cfg.bias_lr_scale <= 0:
+        bad(f"--bias-lr-scale must be positive, got {cfg.bias_lr_scale}")
+    if cfg.malloc not in ("auto", "off"):
+        bad(f"--malloc must be auto or off, got {cfg.malloc!r}")
     from torchcls.data.datasets import canonical_name
     cfg.dataset = canonical_name(cfg.dataset)
     check_model(cfg)

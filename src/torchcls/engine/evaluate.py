@@ -25,10 +25,36 @@ def prepare(x: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:
     return x
 
 
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x translated by (dy, dx) pixels, the uncovered border filled by reflection."""
+    p = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (p, p, p, p), mode="reflect")
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, flip: bool = False, shift: int = 0) -> torch.Tensor:
+    """Test-time augmentation: the log of the averaged class probabilities over the views. Views:
+    the image (and its mirror image with `flip`); with `shift` also the image translated by `shift`
+    pixels up-left and down-right (each with its mirror image too with `flip`), weighted so the
+    unshifted views count half."""
+    def views(v):
+        probs = model(v).float().softmax(1)
+        if flip:
+            probs = (probs + model(v.flip(3)).float().softmax(1)) / 2
+        return probs
+    if not flip and not shift:
+        return model(x).float()
+    probs = views(x)
+    if shift:
+        probs = probs / 2 + (views(_shift(x, -shift, -shift)) + views(_shift(x, shift, shift))) / 4
+    return probs.log()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, *, mean, std, device: torch.device, amp_dtype=None,
-             channels_last: bool = False, tta_flip: bool = False, dist_info: DistInfo = DistInfo(),
-             prepared: bool = False) -> dict:
+             channels_last: bool = False, tta_flip: bool = False, tta_shift: int = 0,
+             dist_info: DistInfo = DistInfo(), prepared: bool = False) -> dict:
     """Evaluate over `batches` of (images, labels). Every rank passes its own share; the sums are
     all-reduced so every rank returns the same figures over the whole split."""
     was_training = model.training
@@ -39,9 +65,7 @@ def evaluate(model: nn.Module, batches, *, mean, std, device: torch.device, amp_
         if not prepared:
             x = prepare(x, mean, std, channels_last)
         with autocast_ctx(device, amp_dtype):
-            logits = model(x).float()
-            if tta_flip:
-                logits = (logits.softmax(1) + model(x.flip(3)).float().softmax(1)).div_(2).log()
+            logits = tta_logits(model, x, tta_flip, tta_shift)
         loss_sum += F.nll_loss(logits.log_softmax(1), y, reduction="sum").item()
         k = min(5, logits.shape[1])
         pred = logits.topk(k, dim=1).indices

@@ -12,7 +12,7 @@ from torchcls.errors import UserError
 from torchcls.models import create_model
 
 
-def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_flip=False, device="auto",
+def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_flip=False, device="auto", tta_shift=0,
                         split="test") -> dict:
     from torchcls.data.datasets import is_folder_dataset, load_dataset
 
@@ -51,14 +51,14 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
         raise UserError(f"{path} has {state['num_classes']} classes but {dataset} has {len(data.classes)}")
     t0 = time.perf_counter()
     res = evaluate(model, loader, mean=state["mean"], std=state["std"], device=dev, channels_last=True,
-                   tta_flip=tta_flip)
+                   tta_flip=tta_flip, tta_shift=tta_shift)
     res.update({"checkpoint": str(path), "arch": state["arch"], "dataset": dataset, "split": split,
-                "epoch": state.get("epoch"), "tta_flip": tta_flip,
+                "epoch": state.get("epoch"), "tta_flip": tta_flip, "tta_shift": tta_shift,
                 "seconds": round(time.perf_counter() - t0, 2)})
     return res
 
 
 def format_result(res: dict) -> str:
     return (f"{res['arch']} on {res['dataset']} {res['split']} ({res['count']} images"
-            f"{', flip TTA' if res['tta_flip'] else ''}): top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
+            f"{', flip TTA' if res['tta_flip'] else ''}{f', shift TTA {tta}px' if (tta := res.get('tta_shift')) else ''}): top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
             f"loss {res['loss']:.4f}")

@@ -14,21 +14,25 @@ import torch.nn as nn
 from torchcls.config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_wd_norm_bias: bool) -> list[dict]:
-    if not no_wd_norm_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        # biases and norm scales/shifts are the 1-d parameters
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, weight_decay: float, no_wd_norm_bias: bool, lr: float,
+                 bias_lr_scale: float = 1.0) -> list[dict]:
+    """Two groups: the weights, and the 1-d parameters (biases, norm scales and shifts). The 1-d
+    ones get no weight decay with `no_wd_norm_bias`, and a learning rate of lr * `bias_lr_scale`
+    with their decay divided by it (the same decay per step as without the scale)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not no_wd_norm_bias and bias_lr_scale == 1.0:
+        return [{"params": params, "weight_decay": weight_decay, "lr": lr}]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr}]
+    if no_decay:
+        groups.append({"params": no_decay, "lr": lr * bias_lr_scale,
+                       "weight_decay": 0.0 if no_wd_norm_bias else weight_decay / bias_lr_scale})
+    return groups
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.no_wd_norm_bias)
+    groups = param_groups(model, cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 

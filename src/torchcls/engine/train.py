@@ -28,6 +28,7 @@ from torchcls.engine.distributed import (all_reduce_sum, barrier, broadcast_obje
                                          init_distributed, shutdown)
 from torchcls.engine.evaluate import autocast_ctx, evaluate, prepare
 from torchcls.engine.optim import build_optimizer, build_scheduler
+from torchcls.engine.runtime import malloc_state, tune_malloc
 from torchcls.errors import Interrupted, UserError
 from torchcls.models import create_model
 from torchcls.report.logger import RunLogger
@@ -91,7 +92,7 @@ def hardware_summary(device: torch.device, world_size: int) -> dict:
         pass
     out = {"device": device.type, "cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
            "world_size": world_size, "torch": torch.__version__, "torchcls": __version__,
-           "python": platform.python_version()}
+           "python": platform.python_version(), "malloc": malloc_state()}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     return out
@@ -156,6 +157,18 @@ def _test_crash_hook(epochs_done: int, dist) -> None:
         os._exit(1)
 
 
+def init_from_data(model: nn.Module, data, n: int = 5000) -> None:
+    """Models with a `data_init(images)` method (SpeedNet's whitening layer) get the first `n`
+    normalised training images (the same on every process) before the first step."""
+    if not hasattr(model, "data_init"):
+        return
+    images = getattr(data.train, "images", None)
+    if images is None:
+        raise UserError("this model sets its first layer from the training images, which needs an in-memory "
+                        "data set (cifar10, cifar100, fashion-mnist)")
+    model.data_init(prepare(images[:n], data.mean, data.std, False))
+
+
 def train_inputs(x, augment, gen, mean, std, channels_last: bool, size: int | None = None) -> torch.Tensor:
     """A uint8 batch on the device -> augmented, normalised model input, resized to `size`
     (progressive resizing) when that differs from the batch's own size."""
@@ -217,6 +230,7 @@ class Trainer:
         cfg, device, dist = self.cfg, self.device, self.dist
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        tune_malloc(cfg.malloc)
         amp_dtype = resolve_amp(cfg, device)
         channels_last = resolve_channels_last(cfg, device)
         run_dir = cfg.run_dir()
@@ -251,6 +265,8 @@ class Trainer:
             self._check_compatible(state, num_classes, resume_path)
             ckpt_io.load_model_weights(model, state["state_dict"], str(resume_path))
         model = model.to(device)
+        if state is None:
+            init_from_data(model, data)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if dist.enabled and cfg.sync_bn:
@@ -334,7 +350,8 @@ class Trainer:
 
         select_loader = data.select
         eval_kw = dict(mean=mean, std=std, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
-                       tta_flip=cfg.tta_flip, dist_info=dist)
+                       tta_flip=cfg.tta_flip, tta_shift=cfg.tta_shift, dist_info=dist)
+        plain_eval_kw = {**eval_kw, "tta_flip": False, "tta_shift": 0}  # --tta-epochs last: the others
 
         total_images, total_train_time = 0, 0.0
         row = {}
@@ -402,7 +419,8 @@ class Trainer:
             self._report_skipped(loader, "training")
 
             t1 = time.perf_counter()
-            res = evaluate(model, select_loader, **eval_kw)
+            last = epoch == cfg.epochs - 1
+            res = evaluate(model, select_loader, **(eval_kw if last or cfg.tta_epochs == "all" else plain_eval_kw))
             eval_time = time.perf_counter() - t1
             self._report_skipped(select_loader, select_name)
             is_best = res["top1"] > best_acc

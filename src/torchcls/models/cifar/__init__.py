@@ -9,6 +9,7 @@ from torchcls.models.cifar import (  # noqa: F401
     resnet,
     resnext,
     shufflenetv2,
+    speednet,
     vgg,
     wrn,
 )

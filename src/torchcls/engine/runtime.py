@@ -1,0 +1,51 @@
+"""Process-wide runtime settings of a CPU run: the C allocator.
+
+glibc's malloc serves requests above a dynamic threshold (128 KiB at first) with fresh mmap()s and
+gives the top of the heap back to the kernel when more than 128 KiB is free there. A training step
+allocates and frees the same activation and gradient buffers (megabytes each) every step, so with
+the defaults many of them come back as new pages that the kernel must fault in and zero, step after
+step. `tune_malloc` keeps them in the heap instead: requests up to 32 MiB come from the heap
+(M_MMAP_THRESHOLD) and up to 1 GiB of free heap top is kept (M_TRIM_THRESHOLD). The price is that
+freed memory stays with the process (its peak, not its working set, is what it holds). Measured in
+docs/RESULTS.md ("The parts"): it matters most for torch.compile'd steps.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 2**20  # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit systems
+TRIM_THRESHOLD = 2**30
+
+_applied: str | None = None
+
+
+def tune_malloc(mode: str = "auto") -> str:
+    """Apply the allocator setting `mode` ("auto": tuned where glibc is the allocator; "off": leave
+    it). Returns what is in force, for the run's hardware summary. Once tuned, a process stays tuned
+    ("off" later does not undo it)."""
+    global _applied
+    if mode not in ("auto", "off"):
+        raise ValueError(f"malloc mode must be auto or off, not {mode!r}")
+    if _applied == "tuned":
+        return _applied
+    if mode == "off" or not sys.platform.startswith("linux"):
+        _applied = "default"
+        return _applied
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        _applied = "default"
+        return _applied
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    _applied = "tuned" if ok else "default"
+    return _applied
+
+
+def malloc_state() -> str:
+    """"tuned" once tune_malloc has tuned this process, else "default"."""
+    return _applied or "default"

@@ -1,0 +1,120 @@
+"""The parts of the fast recipes: SpeedNet's data-set whitening, shift test-time augmentation, the
+bias learning-rate scale and the allocator setting."""
+import shlex
+
+import torch
+import torch.nn as nn
+
+from torchcls.cli import main
+from torchcls.config import TrainConfig
+from torchcls.engine.checkpoint import safe_load
+from torchcls.engine.evaluate import _shift, evaluate, tta_logits
+from torchcls.engine.optim import build_optimizer
+from torchcls.engine.runtime import malloc_state, tune_malloc
+from torchcls.models import create_model
+
+from tests._data import needs_fmnist
+
+
+def test_whitening_decorrelates_2x2_patches():
+    torch.manual_seed(0)
+    # correlated channels and neighbouring pixels: smoothed noise mixed across channels
+    x = torch.randn(256, 3, 33, 33)
+    x = (x[..., 1:, 1:] + x[..., :-1, :-1])[:, [0, 1, 2]] @ torch.eye(32)
+    x = x + 0.8 * x[:, :1]
+    net = create_model("speednet")
+    net.data_init(x)
+    assert bool(net.whitened)
+    out = net.whiten(x)[:, :12] - net.whiten.bias[:12, None, None]
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = torch.cov(flat.T)
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.double), atol=0.02)
+    # the other 12 filters are the negatives of the first 12; the whitening weights are frozen
+    assert torch.equal(net.whiten.weight[12:], -net.whiten.weight[:12])
+    assert not net.whiten.weight.requires_grad
+
+
+def test_shift_moves_content_and_reflects_the_border():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    down_right = _shift(x, 1, 1)
+    assert torch.equal(down_right[0, 0, 1:, 1:], x[0, 0, :-1, :-1])
+    assert torch.equal(down_right[0, 0, 0, 1:], x[0, 0, 1, :-1])  # row -1 reflected: row 1
+    up_left = _shift(x, -1, -1)
+    assert torch.equal(up_left[0, 0, :-1, :-1], x[0, 0, 1:, 1:])
+
+
+def test_tta_views_and_weights():
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.zeros(x.shape[0], 2)
+
+    x = torch.randn(2, 3, 8, 8)
+    tta_logits(Probe(), x)
+    assert len(seen) == 1
+    seen.clear()
+    out = tta_logits(Probe(), x, flip=True, shift=1)
+    assert len(seen) == 6  # 3 positions x (image, mirror image)
+    assert torch.equal(seen[0], x) and torch.equal(seen[1], x.flip(3))
+    assert torch.allclose(out.exp(), torch.full((2, 2), 0.5))  # averaged probabilities still sum to 1
+
+    # a model that looks at one pixel: the shifted views change its answer by their weights (1/2, 1/4, 1/4)
+    class Pixel(nn.Module):
+        def forward(self, x):
+            return torch.stack([x[:, 0, 2, 2], torch.zeros(len(x))], 1)
+
+    img = torch.zeros(1, 3, 5, 5)
+    img[0, 0, 1, 1] = 20.0  # the up-left neighbour of (2, 2): seen there after the down-right shift
+    p = tta_logits(Pixel(), img, shift=1).exp()
+    assert abs(p[0, 0].item() - (0.5 * 0.5 + 0.25 * 0.5 + 0.25 * 1.0)) < 1e-4
+
+
+def test_evaluate_with_shift_tta_counts_every_image():
+    net = create_model("resnet20").eval()
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (10,))
+    res = evaluate(net, [(images, labels)], mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"),
+                   tta_flip=True, tta_shift=2)
+    assert res["count"] == 10 and 0.0 <= res["top1"] <= 100.0
+
+
+def test_bias_lr_scale_groups():
+    net = create_model("speednet")
+    cfg = TrainConfig(arch="speednet", lr=0.5, weight_decay=1e-3, bias_lr_scale=64)
+    opt = build_optimizer(net, cfg)
+    weights, biases = opt.param_groups
+    assert weights["lr"] == 0.5 and weights["weight_decay"] == 1e-3
+    assert biases["lr"] == 32.0 and abs(biases["weight_decay"] - 1e-3 / 64) < 1e-12
+    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in biases["params"])
+    # frozen parameters (the whitening weights, the BatchNorm scales) are not optimised
+    n_trained = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n_trained == sum(p.numel() for p in net.parameters() if p.requires_grad) < \
+        sum(p.numel() for p in net.parameters())
+    plain = build_optimizer(net, TrainConfig(arch="speednet", lr=0.5)).param_groups
+    assert len(plain) == 1 and plain[0]["lr"] == 0.5
+
+
+def test_malloc_setting():
+    assert tune_malloc("off") in ("default", "tuned")
+    state = tune_malloc("auto")
+    assert state == malloc_state()
+    assert state == ("tuned" if __import__("sys").platform.startswith("linux") else "default")
+
+
+@needs_fmnist
+def test_training_speednet_sets_whitening_from_the_data(tmp_path, capsys):
+    run = tmp_path / "run"
+    cmd = ("-a speednet --dataset fashion-mnist --train-subset 256 --test-subset 128 --train-batch 128 "
+           "--test-batch 128 --epochs 1 --lr 0.2 --bias-lr-scale 8 --tta-flip --tta-shift 1 --seed 0 "
+           "--plot off --tensorboard off")
+    assert main(["train", *shlex.split(cmd), "-c", str(run)]) == 0
+    state = safe_load(run / "checkpoint.pth.tar")
+    assert bool(state["state_dict"]["whitened"])
+    w = state["state_dict"]["whiten.weight"]
+    assert torch.equal(w[12:], -w[:12]) and w.abs().sum() > 0
+    assert state["config"]["tta_shift"] == 1
+    capsys.readouterr()
+    assert main(["eval", str(run / "checkpoint.pth.tar"), "--tta-flip", "--tta-shift", "1"]) == 0
+    assert "shift TTA 1px" in capsys.readouterr().out
