@@ -118,3 +118,22 @@ def test_training_speednet_sets_whitening_from_the_data(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoint.pth.tar"), "--tta-flip", "--tta-shift", "1"]) == 0
     assert "shift TTA 1px" in capsys.readouterr().out
+
+
+@needs_fmnist
+def test_tta_epochs_last_uses_tta_only_in_the_last_evaluation(tmp_path, monkeypatch):
+    import torchcls.engine.train as train_mod
+
+    calls = []
+    real = train_mod.evaluate
+
+    def spy(model, batches, **kw):
+        calls.append((kw["tta_flip"], kw["tta_shift"]))
+        return real(model, batches, **kw)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    cmd = ("-a resnet20 --dataset fashion-mnist --train-subset 128 --test-subset 64 --train-batch 64 "
+           "--test-batch 64 --epochs 3 --tta-flip --tta-shift 2 --tta-epochs last --seed 0 --plot off "
+           "--tensorboard off")
+    assert main(["train", *shlex.split(cmd), "-c", str(tmp_path / "run")]) == 0
+    assert calls == [(False, 0), (False, 0), (True, 2)]

@@ -74,6 +74,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=S)
     g.add_argument("--nesterov", type=_bool, nargs="?", const=True, default=S)
     g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=S)
+    g.add_argument("--ema-decay", dest="ema_decay", type=float, default=S, metavar="D",
+                   help="evaluate and save an exponential moving average of the weights (decay D per update; 0: off)")
+    g.add_argument("--ema-every", dest="ema_every", type=int, default=S, metavar="N",
+                   help="optimizer steps between EMA updates (default 1)")
     g.add_argument("--bias-lr-scale", dest="bias_lr_scale", type=float, default=S, metavar="X",
                    help="learning rate x X for biases and norm parameters (their weight decay / X)")
     g.add_argument("--no-wd-norm-bias", dest="no_wd_norm_bias", type=_bool, nargs="?", const=True, default=S,

@@ -67,6 +67,8 @@ class TrainConfig:
     no_wd_norm_bias: bool = False
     bias_lr_scale: float = 1.0  # lr multiplier of biases and norm parameters (decay divided by it)
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # > 0: evaluate an exponential moving average of the weights (engine/ema.py)
+    ema_every: int = 1  # optimizer steps between EMA updates
     # augmentation (batched, on the device)
     crop_padding: int = 4
     flip: bool = True
@@ -206,6 +208,8 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"-j/--workers must be >= 0, got {cfg.workers}")
     if cfg.tta_shift < 0 or cfg.tta_epochs not in ("all", "last"):
         bad("--tta-shift must be >= 0 and --tta-epochs all or last")
+    if not 0 <= cfg.ema_decay < 1 or cfg.ema_every < 1:
+        bad(f"--ema-decay must be in [0, 1) and --ema-every at least 1, got {cfg.ema_decay} and {cfg.ema_every}")
     if cfg.bias_lr_scale <= 0:
         bad(f"--bias-lr-scale must be positive, got {cfg.bias_lr_scale}")
     if cfg.malloc not in ("auto", "off"):

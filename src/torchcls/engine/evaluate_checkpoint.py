@@ -29,7 +29,9 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
         model = create_model(state["arch"], num_classes=int(state["num_classes"]), **state.get("model_kwargs", {}))
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
-    ckpt_io.load_model_weights(model, state["state_dict"], str(path))
+    # a run with --ema-decay evaluated (and chose its best model by) the weights' moving average
+    weights = state["ema"]["state_dict"] if state.get("ema") else state["state_dict"]
+    ckpt_io.load_model_weights(model, weights, str(path))
     model = model.to(dev).to(memory_format=torch.channels_last)
     if is_folder_dataset(dataset):  # an image folder: its val/ (or train/) split, preprocessed as in training
         from torchcls.data.folder import FolderLoader, scan_folder

@@ -26,6 +26,7 @@ from torchcls.data.build import build_data
 from torchcls.engine import checkpoint as ckpt_io
 from torchcls.engine.distributed import (all_reduce_sum, barrier, broadcast_object, gather_objects,
                                          init_distributed, shutdown)
+from torchcls.engine.ema import ModelEma
 from torchcls.engine.evaluate import autocast_ctx, evaluate, prepare
 from torchcls.engine.optim import build_optimizer, build_scheduler
 from torchcls.engine.runtime import malloc_state, tune_malloc
@@ -275,6 +276,9 @@ class Trainer:
                                 "CPUs each process normalises with its own share of the batch: drop --sync-bn")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         raw_model = model
+        ema = ModelEma(raw_model, cfg.ema_decay, cfg.ema_every) if cfg.ema_decay > 0 else None
+        if ema is not None and state is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
 
         local_batch = cfg.train_batch // dist.world_size
         loader = data.train
@@ -314,6 +318,7 @@ class Trainer:
         if dist.enabled:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
+        eval_model = ema.module if ema is not None else model
 
         logger = None
         if main:
@@ -346,7 +351,8 @@ class Trainer:
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "rng": _rng_state(device), "aug_rng": aug_gen.get_state() if aug_gen is not None else None,
                     "partial": vars(stats).copy() if stats is not None else None,
-                    "seed": seed, "config": cfg.to_dict(), **data_cfg, "torchcls_version": __version__}
+                    "seed": seed, "config": cfg.to_dict(), **data_cfg, "torchcls_version": __version__,
+                    "ema": ema.state_dict() if ema is not None else None}
 
         select_loader = data.select
         eval_kw = dict(mean=mean, std=std, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
@@ -391,6 +397,8 @@ class Trainer:
                 else:
                     optimizer_step(loss, optimizer, scaler)
                     scheduler.step()
+                    if ema is not None:
+                        ema.step(raw_model)
                     n = y.numel()
                     stats.loss_sum += loss.item() * n
                     stats.correct += (out.argmax(1) == y).sum().item()
@@ -420,7 +428,7 @@ class Trainer:
 
             t1 = time.perf_counter()
             last = epoch == cfg.epochs - 1
-            res = evaluate(model, select_loader, **(eval_kw if last or cfg.tta_epochs == "all" else plain_eval_kw))
+            res = evaluate(eval_model, select_loader, **(eval_kw if last or cfg.tta_epochs == "all" else plain_eval_kw))
             eval_time = time.perf_counter() - t1
             self._report_skipped(select_loader, select_name)
             is_best = res["top1"] > best_acc
@@ -457,7 +465,7 @@ class Trainer:
                    "train_images_per_s": total_images / total_train_time if total_train_time else None,
                    "hardware": hardware_summary(device, dist.world_size), "config": cfg.to_dict()}
         if data.test is not None:  # selection was on held-out data: report the test set too
-            results["final_test"] = evaluate(model, data.test, **eval_kw)
+            results["final_test"] = evaluate(eval_model, data.test, **eval_kw)
         if os.environ.get(DUMP_WEIGHTS_ENV):  # tests: every rank's final weights, to compare across ranks
             dump = Path(os.environ[DUMP_WEIGHTS_ENV])
             dump.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,53 @@
+"""Weight averaging (--ema-decay): the average's arithmetic, its use in evaluation, exact resume."""
+import pytest
+import torch
+import torch.nn as nn
+
+from torchcls.engine.checkpoint import safe_load
+from torchcls.engine.ema import ModelEma
+from torchcls.engine.train import train
+
+from tests._data import needs_fmnist
+from tests.test_train import TINY, Crash, assert_same_weights, cfg_of
+
+
+def test_ema_arithmetic_warmup_and_interval():
+    net = nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1))
+    ema = ModelEma(net, decay=0.5, every=2)
+    w0 = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    ema.step(net)  # step 1 of every 2: no update
+    assert torch.equal(ema.module[0].weight, w0)
+    ema.step(net)  # first update: d = min(0.5, 1/10) = 0.1
+    assert torch.allclose(ema.module[0].weight, 0.1 * w0 + 0.9 * (w0 + 1))
+    assert ema.module[1].num_batches_tracked == net[1].num_batches_tracked  # integer buffers copied
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    state = ema.state_dict()
+    other = ModelEma(net, decay=0.5, every=2)
+    other.load_state_dict(state)
+    assert other.steps == 2 and other.updates == 1
+    assert torch.equal(other.module[0].weight, ema.module[0].weight)
+    with pytest.raises(ValueError):
+        ModelEma(net, decay=1.0)
+
+
+@needs_fmnist
+def test_ema_is_saved_evaluated_and_resumed_exactly(tmp_path):
+    cmd = TINY.replace("--epochs 2", "--epochs 3") + " --ema-decay 0.9 --ema-every 2"
+    train(cfg_of(cmd, tmp_path / "full"), log=lambda *a: None)
+    full = safe_load(tmp_path / "full/checkpoint.pth.tar")
+    assert full["ema"]["updates"] > 0
+    assert any(not torch.equal(full["ema"]["state_dict"][k], full["state_dict"][k]) for k in full["state_dict"])
+
+    def crash_after_first(epoch, row):
+        if epoch == 1:
+            raise Crash
+    run = tmp_path / "stopped"
+    with pytest.raises(Crash):
+        train(cfg_of(cmd, run), log=lambda *a: None, on_epoch_end=crash_after_first)
+    train(cfg_of(cmd + f" --resume {run / 'checkpoint.pth.tar'}", run), log=lambda *a: None)
+    resumed = safe_load(run / "checkpoint.pth.tar")
+    assert_same_weights(full["state_dict"], resumed["state_dict"])
+    assert_same_weights(full["ema"]["state_dict"], resumed["ema"]["state_dict"])
+    assert (tmp_path / "full/log.txt").read_text() == (run / "log.txt").read_text()
