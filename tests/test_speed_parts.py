@@ -97,7 +97,7 @@ def test_bias_lr_scale_groups():
 
 
 def test_malloc_setting():
-    assert tune_malloc("off") in ("default", "tuned")
+    # (this tunes the pytest process itself, as any training run in it would)
     state = tune_malloc("auto")
     assert state == malloc_state()
     assert state == ("tuned" if __import__("sys").platform.startswith("linux") else "default")
@@ -118,6 +118,11 @@ def test_training_speednet_sets_whitening_from_the_data(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoint.pth.tar"), "--tta-flip", "--tta-shift", "1"]) == 0
     assert "shift TTA 1px" in capsys.readouterr().out
+    assert main(["eval", str(run / "checkpoint.pth.tar"), "--tta-shift", "32"]) == 2
+    assert "--tta-shift must be in [0, 32)" in capsys.readouterr().err
+    # SpeedNet's global pool takes other sizes: 24-pixel training crops
+    cmd2 = cmd.replace("--epochs 1", "--epochs 1 --train-crop 24 --tta-shift 0")
+    assert main(["train", *shlex.split(cmd2), "-c", str(tmp_path / "crop")]) == 0
 
 
 @needs_fmnist
@@ -137,3 +142,22 @@ def test_tta_epochs_last_uses_tta_only_in_the_last_evaluation(tmp_path, monkeypa
            "--tensorboard off")
     assert main(["train", *shlex.split(cmd), "-c", str(tmp_path / "run")]) == 0
     assert calls == [(False, 0), (False, 0), (True, 2)]
+
+
+def test_speednet_forward_backward_and_frozen_parts():
+    for num_classes in (10, 100):
+        net = create_model("speednet", num_classes=num_classes)
+        net.data_init(torch.randn(16, 3, 32, 32))
+        out = net(torch.randn(4, 3, 32, 32))
+        assert out.shape == (4, num_classes) and torch.isfinite(out).all()
+        out.logsumexp(1).sum().backward()
+        for name, p in net.named_parameters():
+            if p.requires_grad:
+                assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            else:  # the whitening filters and the BatchNorm scales stay as set
+                assert p.grad is None and (name == "whiten.weight" or name.endswith("norm1.weight")
+                                           or name.endswith("norm2.weight")), name
+    # grayscale input (1 channel) gets 1 * 2 * 2 * 2 = 8 whitening filters
+    gray = create_model("speednet").__class__(in_channels=1)
+    gray.data_init(torch.randn(8, 1, 32, 32))
+    assert gray.whiten.weight.shape == (8, 1, 2, 2)

@@ -97,7 +97,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tta-shift", dest="tta_shift", type=int, default=S, metavar="PX",
                    help="test-time augmentation: also average views translated by PX pixels (0: off)")
     g.add_argument("--tta-epochs", dest="tta_epochs", choices=["all", "last"], default=S,
-                   help="last: evaluate earlier epochs without test-time augmentation (faster)")
+                   help="last: evaluate earlier epochs without test-time augmentation (faster; the best-model choice "
+                   "then compares their plain accuracy with the last epoch's augmented one)")
     g = p.add_argument_group("speed")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=S)
     g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=S)
@@ -106,7 +107,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=S)
     g.add_argument("--malloc", choices=["auto", "off"], default=S,
                    help="auto (default): glibc keeps freed step buffers in the heap instead of returning them "
-                   "to the kernel each step (faster CPU steps); off: the C library's defaults")
+                   "to the kernel each step (faster CPU steps); off: leave the C library's settings (a process "
+                   "already tuned by an earlier run stays tuned)")
     g.add_argument("--gpu-id", dest="gpu_id", default=S, help="sets CUDA_VISIBLE_DEVICES (the original's flag)")
     g.add_argument("--dist-backend", dest="dist_backend", choices=["auto", "nccl", "gloo"], default=S)
     g.add_argument("--sync-bn", dest="sync_bn", type=_bool, nargs="?", const=True, default=S,

@@ -40,6 +40,16 @@ class ModelEma:
             else:
                 avg.copy_(cur)
 
+    @torch.no_grad()
+    def sync_from_rank0(self) -> None:
+        """Under torchrun: every process takes rank 0's average (BatchNorm statistics differ between
+        processes between DDP's broadcasts, so their averages drift apart)."""
+        import torch.distributed as tdist
+
+        if tdist.is_available() and tdist.is_initialized():
+            for t in self.module.state_dict().values():
+                tdist.broadcast(t, src=0)
+
     def state_dict(self) -> dict:
         return {"state_dict": self.module.state_dict(), "steps": self.steps, "updates": self.updates}
 

@@ -30,7 +30,8 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     # a run with --ema-decay evaluated (and chose its best model by) the weights' moving average
-    weights = state["ema"]["state_dict"] if state.get("ema") else state["state_dict"]
+    ema = state.get("ema")
+    weights = ema["state_dict"] if ema and ema.get("updates") else state["state_dict"]
     ckpt_io.load_model_weights(model, weights, str(path))
     model = model.to(dev).to(memory_format=torch.channels_last)
     if is_folder_dataset(dataset):  # an image folder: its val/ (or train/) split, preprocessed as in training
@@ -41,6 +42,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
         data = train_split if split == "train" else val_split
         split = "train" if split == "train" else "val"
         size = int(state.get("input_size") or run_cfg.get("val_size", 224))
+        image_size = size
         loader = FolderLoader(data, batch_size, train=False, size=size,
                               resize=int(run_cfg.get("val_resize", round(size * 256 / 224))), flip=False, seed=0,
                               rank=0, world_size=1, workers=int(run_cfg.get("workers", 4)), device=dev)
@@ -48,7 +50,10 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
         data = load_dataset(dataset, data_dir, train=(split == "train"))
         if state.get("input_size"):  # a model trained on crops is evaluated on the central crop
             data = data.center_crop(int(state["input_size"]))
+        image_size = int(data.images.shape[-1])
         loader = InMemoryLoader(data.images.to(dev), data.labels.to(dev), batch_size, train=False)
+    if not 0 <= tta_shift < image_size:
+        raise UserError(f"--tta-shift must be in [0, {image_size}) for these {image_size}-pixel images, got {tta_shift}")
     if len(data.classes) != int(state["num_classes"]):
         raise UserError(f"{path} has {state['num_classes']} classes but {dataset} has {len(data.classes)}")
     t0 = time.perf_counter()

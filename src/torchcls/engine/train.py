@@ -277,8 +277,14 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         raw_model = model
         ema = ModelEma(raw_model, cfg.ema_decay, cfg.ema_every) if cfg.ema_decay > 0 else None
-        if ema is not None and state is not None and state.get("ema"):
+        if state is not None and state.get("ema"):
+            if ema is None:  # evaluating the raw weights from here on would change what "best" means
+                saved = (state.get("config") or {}).get("ema_decay")
+                raise UserError(f"{resume_path} was trained with a weight average (--ema-decay {saved}); "
+                                f"resume it with the same --ema-decay and --ema-every")
             ema.load_state_dict(state["ema"])
+        if cfg.tta_shift >= data.input_size:
+            raise UserError(f"--tta-shift {cfg.tta_shift} must be smaller than the {data.input_size}-pixel images")
 
         local_batch = cfg.train_batch // dist.world_size
         loader = data.train
@@ -296,7 +302,11 @@ class Trainer:
             start_epoch, start_batch = int(state["epoch"]), int(state.get("batch", 0))
             best_acc = float(state.get("best_acc", 0.0))
             if "optimizer" in state and state["optimizer"]:
-                optimizer.load_state_dict(state["optimizer"])
+                try:
+                    optimizer.load_state_dict(state["optimizer"])
+                except ValueError as e:  # e.g. parameter groups changed by --no-wd-norm-bias/--bias-lr-scale
+                    raise UserError(f"{resume_path}: its optimizer state does not fit this run's parameter groups "
+                                    f"({e}); resume with the run's own --no-wd-norm-bias and --bias-lr-scale") from None
             if state.get("scheduler"):
                 scheduler.load_state_dict(state["scheduler"])
             else:  # an original pytorch-classification checkpoint: rebuild the schedule position
@@ -318,7 +328,12 @@ class Trainer:
         if dist.enabled:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
-        eval_model = ema.module if ema is not None else model
+
+        def eval_model():  # the average once it has been updated (the same on every process), else the model
+            if ema is None or ema.updates == 0:
+                return model
+            ema.sync_from_rank0()
+            return ema.module
 
         logger = None
         if main:
@@ -428,7 +443,7 @@ class Trainer:
 
             t1 = time.perf_counter()
             last = epoch == cfg.epochs - 1
-            res = evaluate(eval_model, select_loader, **(eval_kw if last or cfg.tta_epochs == "all" else plain_eval_kw))
+            res = evaluate(eval_model(), select_loader, **(eval_kw if last or cfg.tta_epochs == "all" else plain_eval_kw))
             eval_time = time.perf_counter() - t1
             self._report_skipped(select_loader, select_name)
             is_best = res["top1"] > best_acc
@@ -465,7 +480,7 @@ class Trainer:
                    "train_images_per_s": total_images / total_train_time if total_train_time else None,
                    "hardware": hardware_summary(device, dist.world_size), "config": cfg.to_dict()}
         if data.test is not None:  # selection was on held-out data: report the test set too
-            results["final_test"] = evaluate(eval_model, data.test, **eval_kw)
+            results["final_test"] = evaluate(eval_model(), data.test, **eval_kw)
         if os.environ.get(DUMP_WEIGHTS_ENV):  # tests: every rank's final weights, to compare across ranks
             dump = Path(os.environ[DUMP_WEIGHTS_ENV])
             dump.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ seconds on a single GPU", 2024), whose ideas it uses; the code is this project's
 - BatchNorm with fixed scale 1 (only the shift learns) and fast running statistics (momentum 0.4);
 - a global max-pool, a bias-free linear classifier and a fixed output temperature (x 1/9).
 
-Input 32x32x3: whitening 2x2 (no padding) -> 31, groups pool to 15, 7, 3, then a 3x3 max-pool.
+Input 32x32x3: whitening 2x2 (no padding) -> 31, groups pool to 15, 7, 3, then the global max-pool.
 The recipe that trains it is recipes/cifar10-speednet.yaml; its results are in docs/RESULTS.md.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ class SpeedNet(nn.Module):
             groups.append(_ConvGroup(c, w))
             c = w
         self.groups = nn.Sequential(*groups)
-        self.pool = nn.MaxPool2d(3)
+        self.pool = nn.AdaptiveMaxPool2d(1)  # 3x3 -> 1 at 32 px; any size from 8 px up
         self.head = nn.Linear(c, num_classes, bias=False)
         self.scale = scale
         self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
