@@ -66,6 +66,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
 
 
 def format_result(res: dict) -> str:
+    shift = f", shift TTA {res['tta_shift']}px" if res.get("tta_shift") else ""
     return (f"{res['arch']} on {res['dataset']} {res['split']} ({res['count']} images"
-            f"{', flip TTA' if res['tta_flip'] else ''}{f', shift TTA {tta}px' if (tta := res.get('tta_shift')) else ''}): top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
+            f"{', flip TTA' if res['tta_flip'] else ''}{shift}): top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
             f"loss {res['loss']:.4f}")

@@ -443,7 +443,8 @@ class Trainer:
 
             t1 = time.perf_counter()
             last = epoch == cfg.epochs - 1
-            res = evaluate(eval_model(), select_loader, **(eval_kw if last or cfg.tta_epochs == "all" else plain_eval_kw))
+            kw = eval_kw if last or cfg.tta_epochs == "all" else plain_eval_kw
+            res = evaluate(eval_model(), select_loader, **kw)
             eval_time = time.perf_counter() - t1
             self._report_skipped(select_loader, select_name)
             is_best = res["top1"] > best_acc
