@@ -8,7 +8,7 @@ from torchcls.engine.ema import ModelEma
 from torchcls.engine.train import train
 
 from tests._data import needs_fmnist
-from tests.test_train import TINY, Crash, assert_same_weights, cfg_of
+from tests.test_train import TINY, assert_same_weights, cfg_of, stop_after_first_epoch_then_resume
 
 
 def test_ema_arithmetic_warmup_and_interval():
@@ -42,13 +42,8 @@ def test_ema_is_saved_evaluated_and_resumed_exactly(tmp_path):
     assert full["ema"]["updates"] > 0
     assert any(not torch.equal(full["ema"]["state_dict"][k], full["state_dict"][k]) for k in full["state_dict"])
 
-    def crash_after_first(epoch, row):
-        if epoch == 1:
-            raise Crash
     run = tmp_path / "stopped"
-    with pytest.raises(Crash):
-        train(cfg_of(cmd, run), log=lambda *a: None, on_epoch_end=crash_after_first)
-    train(cfg_of(cmd + f" --resume {run / 'checkpoint.pth.tar'}", run), log=lambda *a: None)
+    stop_after_first_epoch_then_resume(cmd, run)
     resumed = safe_load(run / "checkpoint.pth.tar")
     assert_same_weights(full["state_dict"], resumed["state_dict"])
     assert_same_weights(full["ema"]["state_dict"], resumed["ema"]["state_dict"])

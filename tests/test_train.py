@@ -73,21 +73,25 @@ class Crash(Exception):
     pass
 
 
+def stop_after_first_epoch_then_resume(cmd: str, run: Path) -> None:
+    """Train `cmd` into `run`, crash it after epoch 1 (its checkpoint on disk), then resume it."""
+    def crash_after_first(epoch, row):
+        if epoch == 1:
+            raise Crash
+    with pytest.raises(Crash):
+        train(cfg_of(cmd, run), log=lambda *a: None, on_epoch_end=crash_after_first)
+    assert safe_load(run / "checkpoint.pth.tar")["epoch"] == 1
+    train(cfg_of(cmd + f" --resume {run / 'checkpoint.pth.tar'}", run), log=lambda *a: None)
+
+
 @needs_fmnist
 @pytest.mark.parametrize("schedule", ["step --schedule 1 2 --gamma 0.1", "onecycle --warmup-epochs 1"])
 def test_resume_equals_uninterrupted(tmp_path, schedule):
     cmd = TINY.replace("--epochs 2", "--epochs 3").replace("cosine", schedule) + " --drop 0.2"
     cmd = cmd.replace("-a resnet20", "-a wrn --depth 10 --widen-factor 1")  # dropout: the RNG must resume too
     train(cfg_of(cmd, tmp_path / "full"), log=lambda *a: None)
-
-    def crash_after_first(epoch, row):
-        if epoch == 1:
-            raise Crash
     run = tmp_path / "stopped"
-    with pytest.raises(Crash):
-        train(cfg_of(cmd, run), log=lambda *a: None, on_epoch_end=crash_after_first)
-    assert safe_load(run / "checkpoint.pth.tar")["epoch"] == 1
-    train(cfg_of(cmd + f" --resume {run / 'checkpoint.pth.tar'}", run), log=lambda *a: None)
+    stop_after_first_epoch_then_resume(cmd, run)
     assert_same_weights(weights(tmp_path / "full/checkpoint.pth.tar"), weights(run / "checkpoint.pth.tar"))
     full = (tmp_path / "full/log.txt").read_text().splitlines()
     resumed = (run / "log.txt").read_text().splitlines()
