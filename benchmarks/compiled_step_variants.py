@@ -1,0 +1,61 @@
+"""Throughput of a compiled ResNet-20 training step (synthetic batch 128, bf16 autocast,
+channels_last, Nesterov SGD) under one inductor variant per process, as used for the "what was
+tried" notes in docs/RESULTS.md (torchcls bench section). Environment settings (ONEDNN_MAX_CPU_ISA,
+OMP_*, LD_PRELOAD of another allocator) are given on the command line before it.
+
+    .venv/bin/python benchmarks/compiled_step_variants.py base|cppwrap|copt|simd512|autotune [--malloc off]
+
+Prints the median of 8 windows of 10 steps (images/s), the warm-up time and every window.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch._inductor.config as ic
+import torch.nn as nn
+
+from torchcls.engine.runtime import tune_malloc
+from torchcls.models import create_model
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("variant", choices=["base", "cppwrap", "copt", "simd512", "autotune"])
+    p.add_argument("--malloc", choices=["auto", "off"], default="auto")
+    a = p.parse_args()
+    tune_malloc(a.malloc)
+    if a.variant == "cppwrap":
+        ic.cpp_wrapper = True
+    if a.variant == "simd512":
+        ic.cpp.simdlen = 512
+    torch.manual_seed(0)
+    m = create_model("resnet20").to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    run = torch.compile(m, mode="max-autotune-no-cudagraphs" if a.variant == "autotune" else None)
+    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,))
+    ostep = torch.compile(opt.step) if a.variant == "copt" else opt.step
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(run(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        ostep()
+
+    t = time.perf_counter()
+    for _ in range(5):
+        step()
+    first = time.perf_counter() - t
+    ws = []
+    for _ in range(8):
+        t = time.perf_counter()
+        for _ in range(10):
+            step()
+        ws.append(1280 / (time.perf_counter() - t))
+    print(a.variant, "images/s", round(statistics.median(ws)), "warm-up s", round(first, 1), [round(w) for w in ws])
+
+
+if __name__ == "__main__":
+    main()
