@@ -3,7 +3,12 @@ channels_last, Nesterov SGD) under one inductor variant per process, as used for
 tried" notes in docs/RESULTS.md (torchcls bench section). Environment settings (ONEDNN_MAX_CPU_ISA,
 OMP_*, LD_PRELOAD of another allocator) are given on the command line before it.
 
-    .venv/bin/python benchmarks/compiled_step_variants.py base|cppwrap|copt|simd512|autotune [--malloc off]
+    .venv/bin/python benchmarks/compiled_step_variants.py VARIANT [--malloc off]
+
+VARIANT: base (the defaults), cppwrap (cpp_wrapper), copt (compiled optimizer step), simd512,
+autotune (max-autotune-no-cudagraphs), twostep (BatchNorm variance as mean then squares instead of
+Welford, for any reduction size), fastmath (unsafe-math and fp-contract flags for the C++ kernels),
+fastmath_twostep (both), aggr (aggressive_fusion), nosplit (no split reductions).
 
 Prints the median of 8 windows of 10 steps (images/s), the warm-up time and every window.
 """
@@ -19,16 +24,28 @@ from torchcls.engine.runtime import tune_malloc
 from torchcls.models import create_model
 
 
+# inductor settings per variant (copt and autotune are handled where the step is built)
+VARIANTS = {
+    "base": {}, "copt": {}, "autotune": {},
+    "cppwrap": {"cpp_wrapper": True},
+    "simd512": {"cpp.simdlen": 512},
+    "twostep": {"cpp.use_two_step_variance_threshold": 1 << 30},
+    "fastmath": {"cpp.enable_unsafe_math_opt_flag": True, "cpp.enable_floating_point_contract_flag": "fast"},
+    "fastmath_twostep": {"cpp.enable_unsafe_math_opt_flag": True, "cpp.enable_floating_point_contract_flag": "fast",
+                         "cpp.use_two_step_variance_threshold": 1 << 30},
+    "aggr": {"aggressive_fusion": True},
+    "nosplit": {"split_reductions": False},
+}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variant", choices=["base", "cppwrap", "copt", "simd512", "autotune"])
+    p.add_argument("variant", choices=list(VARIANTS))
     p.add_argument("--malloc", choices=["auto", "off"], default="auto")
     a = p.parse_args()
     tune_malloc(a.malloc)
-    if a.variant == "cppwrap":
-        ic.cpp_wrapper = True
-    if a.variant == "simd512":
-        ic.cpp.simdlen = 512
+    for key, value in VARIANTS[a.variant].items():
+        setattr(ic.cpp if key.startswith("cpp.") else ic, key.removeprefix("cpp."), value)
     torch.manual_seed(0)
     m = create_model("resnet20").to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)

@@ -1,7 +1,10 @@
 """The parts of the fast recipes: SpeedNet's data-set whitening, shift test-time augmentation, the
 bias learning-rate scale and the allocator setting."""
+import copy
+import json
 import shlex
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -161,3 +164,46 @@ def test_speednet_forward_backward_and_frozen_parts():
     gray = create_model("speednet").__class__(in_channels=1)
     gray.data_init(torch.randn(8, 1, 32, 32))
     assert gray.whiten.weight.shape == (8, 1, 2, 2)
+
+
+def test_compile_model_matches_eager_batchnorm_training_step():
+    """compile_model's two-pass BatchNorm variance gives the eager step's outputs and gradients
+    (reductions of 16 x 16 x 16 = 4,096 elements, above inductor's default Welford threshold)."""
+    import torch._inductor.config as inductor_config
+
+    from torchcls.engine.runtime import TWO_STEP_VARIANCE_THRESHOLD, compile_model
+
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    twin = copy.deepcopy(eager)
+    compiled = compile_model(twin, "cpu")
+    assert inductor_config.cpp.use_two_step_variance_threshold == TWO_STEP_VARIANCE_THRESHOLD
+    x = torch.randn(16, 3, 16, 16) * 3 + 1
+    y = torch.randint(0, 4, (16,))
+    outs = []
+    for m in (eager, compiled):
+        out = m(x)
+        nn.functional.cross_entropy(out, y).backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(twin[1].running_var, eager[1].running_var)
+
+
+@needs_fmnist
+def test_compiled_training_saves_plain_weights_that_eval_reads(tmp_path, capsys):
+    """--compile through the Trainer: the checkpoint holds the plain model's keys (no _orig_mod.),
+    `torchcls eval` loads it uncompiled and gets the run's accuracy."""
+    run = tmp_path / "run"
+    cmd = ("-a resnet --depth 8 --dataset fashion-mnist --train-subset 1024 --epochs 1 "
+           "--amp off --compile --seed 0 --plot off --tensorboard off")
+    assert main(["train", *shlex.split(cmd), "-c", str(run)]) == 0
+    state = safe_load(run / "checkpoint.pth.tar")
+    assert state["config"]["compile"] is True
+    assert state["state_dict"] and not any(k.startswith("_orig_mod.") for k in state["state_dict"])
+    logged = json.loads((run / "results.json").read_text())["final"]["top1"]
+    capsys.readouterr()
+    assert main(["eval", str(run / "checkpoint.pth.tar"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(logged, abs=0.01)

@@ -119,6 +119,7 @@ def our_loop(cfg, data, device, amp_dtype, channels_last, seed):
     import torch.nn as nn
 
     from torchcls.engine.optim import build_optimizer
+    from torchcls.engine.runtime import compile_model
     from torchcls.engine.train import build_model, forward_loss, init_from_data, optimizer_step, train_inputs
 
     torch.manual_seed(seed)
@@ -127,7 +128,7 @@ def our_loop(cfg, data, device, amp_dtype, channels_last, seed):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
-    run = torch.compile(model) if cfg.compile else model
+    run = compile_model(model, device.type) if cfg.compile else model
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     gen = torch.Generator(device=device).manual_seed(seed)

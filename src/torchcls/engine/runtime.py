@@ -1,4 +1,4 @@
-"""Process-wide runtime settings of a CPU run: the C allocator.
+"""Process-wide runtime settings of a CPU run: the C allocator, and how torch.compile is set up.
 
 glibc's malloc serves requests above a dynamic threshold (128 KiB at first) with fresh mmap()s and
 gives the top of the heap back to the kernel when more than 128 KiB is free there. A training step
@@ -8,6 +8,13 @@ step. `tune_malloc` keeps them in the heap instead: requests up to 32 MiB come f
 (M_MMAP_THRESHOLD) and up to 1 GiB of free heap top is kept (M_TRIM_THRESHOLD). The price is that
 freed memory stays with the process (its peak, not its working set, is what it holds). Measured in
 docs/RESULTS.md ("The parts"): it matters most for torch.compile'd steps.
+
+`compile_model` is torch.compile with one inductor setting changed for CPU code: the variance of a
+BatchNorm is computed as a mean and then a sum of squared deviations (two passes over the
+activations) instead of inductor's default Welford update for reductions above 1,024 elements,
+whose per-element divisions cost more than the second pass over a batch of CIFAR activations.
+Both are numerically stable. Measured with benchmarks/compiled_step_variants.py (base against
+twostep, docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -49,3 +56,16 @@ def tune_malloc(mode: str = "auto") -> str:
 def malloc_state() -> str:
     """"tuned" once tune_malloc has tuned this process, else "default"."""
     return _applied or "default"
+
+
+TWO_STEP_VARIANCE_THRESHOLD = 1 << 30  # inductor's default is 1,024 (elements reduced)
+
+
+def compile_model(model, device_type: str = "cpu"):
+    """torch.compile(model), with the CPU inductor setting above (a process-wide setting, as all of
+    inductor's are; it changes nothing for CUDA kernels)."""
+    import torch
+    if device_type == "cpu":
+        import torch._inductor.config as inductor_config
+        inductor_config.cpp.use_two_step_variance_threshold = TWO_STEP_VARIANCE_THRESHOLD
+    return torch.compile(model)

@@ -29,7 +29,7 @@ from torchcls.engine.distributed import (all_reduce_sum, barrier, broadcast_obje
 from torchcls.engine.ema import ModelEma
 from torchcls.engine.evaluate import autocast_ctx, evaluate, prepare
 from torchcls.engine.optim import build_optimizer, build_scheduler
-from torchcls.engine.runtime import malloc_state, tune_malloc
+from torchcls.engine.runtime import compile_model, malloc_state, tune_malloc
 from torchcls.errors import Interrupted, UserError
 from torchcls.models import create_model
 from torchcls.report.logger import RunLogger
@@ -324,7 +324,7 @@ class Trainer:
                                 f"to train further")
 
         if cfg.compile:
-            model = torch.compile(model)
+            model = compile_model(model, device.type)
         if dist.enabled:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
