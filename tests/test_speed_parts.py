@@ -166,44 +166,53 @@ def test_speednet_forward_backward_and_frozen_parts():
     assert gray.whiten.weight.shape == (8, 1, 2, 2)
 
 
-def test_compile_model_matches_eager_batchnorm_training_step():
-    """compile_model's two-pass BatchNorm variance gives the eager step's outputs and gradients
-    (reductions of 16 x 16 x 16 = 4,096 elements, above inductor's default Welford threshold)."""
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
+def test_compile_model_uses_two_pass_variance_and_matches_eager():
+    """compile_model's generated code computes the BatchNorm variance without Welford's update
+    (plain torch.compile uses it for these 16 x 16 x 16 = 4,096-element reductions), gives the eager
+    step's outputs, gradients and running variance, and leaves other compilations alone."""
     import torch._inductor.config as inductor_config
+    from torch._inductor.utils import run_and_get_code
 
-    from torchcls.engine.runtime import TWO_STEP_VARIANCE_THRESHOLD, compile_model
+    from torchcls.engine.runtime import compile_model
 
     torch.manual_seed(0)
     eager = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-    twin = copy.deepcopy(eager)
-    compiled = compile_model(twin, "cpu")
-    assert inductor_config.cpp.use_two_step_variance_threshold == TWO_STEP_VARIANCE_THRESHOLD
     x = torch.randn(16, 3, 16, 16) * 3 + 1
     y = torch.randint(0, 4, (16,))
-    outs = []
-    for m in (eager, compiled):
+
+    def train_step(m):
         out = m(x)
         nn.functional.cross_entropy(out, y).backward()
-        outs.append(out)
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+        return out
+
+    default = inductor_config.cpp.use_two_step_variance_threshold
+    with inductor_config.patch(force_disable_caches=True):  # generate the code, not a cached copy
+        twin = copy.deepcopy(eager)
+        out, code = run_and_get_code(train_step, compile_model(twin, "cpu"))
+        _, plain_code = run_and_get_code(train_step, torch.compile(copy.deepcopy(eager)))
+    assert inductor_config.cpp.use_two_step_variance_threshold == default
+    assert "welford" in "".join(plain_code).lower()
+    assert code and "welford" not in "".join(code).lower()
+    torch.testing.assert_close(out, train_step(eager), rtol=1e-4, atol=1e-5)
     for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
     torch.testing.assert_close(twin[1].running_var, eager[1].running_var)
 
 
 @needs_fmnist
-def test_compiled_training_saves_plain_weights_that_eval_reads(tmp_path, capsys):
-    """--compile through the Trainer: the checkpoint holds the plain model's keys (no _orig_mod.),
-    `torchcls eval` loads it uncompiled and gets the run's accuracy."""
+def test_compiled_training_checkpoint_evaluates_to_the_logged_accuracy(tmp_path, capsys):
+    """--compile through the Trainer (fp32): `torchcls eval`, uncompiled, reads the checkpoint and
+    gets the run's last accuracy, to within one image of the 10,000 (the compiled kernels may round
+    differently)."""
     run = tmp_path / "run"
     cmd = ("-a resnet --depth 8 --dataset fashion-mnist --train-subset 1024 --epochs 1 "
            "--amp off --compile --seed 0 --plot off --tensorboard off")
     assert main(["train", *shlex.split(cmd), "-c", str(run)]) == 0
     state = safe_load(run / "checkpoint.pth.tar")
     assert state["config"]["compile"] is True
-    assert state["state_dict"] and not any(k.startswith("_orig_mod.") for k in state["state_dict"])
     logged = json.loads((run / "results.json").read_text())["final"]["top1"]
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoint.pth.tar"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(logged, abs=0.01)
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(logged, abs=0.011)

@@ -21,7 +21,8 @@ the growth of the process's ru_maxrss high-water mark. That mark is process-wide
 reference's figure (measured after ours) is max(ours, reference) for the main process, and its
 DataLoader workers (separate processes) are not counted. While ours runs, the reference's workers
 fill their prefetch queue (2 batches each), so a reference window may start with a few batches
-ready and ours may lose a little CPU to them: short windows favour the reference slightly.
+ready and ours may lose a little CPU to them. Measured on a 2-core CPU (docs/RESULTS.md), windows
+of 40 steps instead of 10 did not change the ratio beyond its run-to-run spread.
 """
 from __future__ import annotations
 

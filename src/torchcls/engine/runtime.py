@@ -1,4 +1,4 @@
-"""Process-wide runtime settings of a CPU run: the C allocator, and how torch.compile is set up.
+"""Runtime settings of a CPU run: the C allocator (process-wide) and torch.compile's settings (per model).
 
 glibc's malloc serves requests above a dynamic threshold (128 KiB at first) with fresh mmap()s and
 gives the top of the heap back to the kernel when more than 128 KiB is free there. A training step
@@ -9,12 +9,13 @@ step. `tune_malloc` keeps them in the heap instead: requests up to 32 MiB come f
 freed memory stays with the process (its peak, not its working set, is what it holds). Measured in
 docs/RESULTS.md ("The parts"): it matters most for torch.compile'd steps.
 
-`compile_model` is torch.compile with one inductor setting changed for CPU code: the variance of a
-BatchNorm is computed as a mean and then a sum of squared deviations (two passes over the
-activations) instead of inductor's default Welford update for reductions above 1,024 elements,
-whose per-element divisions cost more than the second pass over a batch of CIFAR activations.
-Both are numerically stable. Measured with benchmarks/compiled_step_variants.py (base against
-twostep, docs/RESULTS.md).
+`compile_model` is torch.compile with one inductor setting changed for the CPU code of that model
+only: variances (BatchNorm's in a CIFAR network) over up to 131,072 elements, a batch of 128 at
+32x32, are computed as a mean and then a sum of squared deviations (two passes over the
+activations) instead of inductor's Welford update, used above 1,024 elements, whose per-element
+divisions cost more than the second pass at these sizes. Both are numerically stable. Larger
+reductions (ImageNet-size activations) keep inductor's choice: they were not measured. Measured
+with benchmarks/compiled_step_variants.py (base against twostep, docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -58,14 +59,13 @@ def malloc_state() -> str:
     return _applied or "default"
 
 
-TWO_STEP_VARIANCE_THRESHOLD = 1 << 30  # inductor's default is 1,024 (elements reduced)
+TWO_STEP_VARIANCE_THRESHOLD = 128 * 32 * 32  # elements reduced; inductor's default is 1,024
 
 
 def compile_model(model, device_type: str = "cpu"):
-    """torch.compile(model), with the CPU inductor setting above (a process-wide setting, as all of
-    inductor's are; it changes nothing for CUDA kernels)."""
+    """torch.compile(model), on a CPU with the two-pass variance setting above, scoped to this
+    model's compilation (forward and backward); other compilations in the process are unaffected."""
     import torch
     if device_type == "cpu":
-        import torch._inductor.config as inductor_config
-        inductor_config.cpp.use_two_step_variance_threshold = TWO_STEP_VARIANCE_THRESHOLD
+        return torch.compile(model, options={"cpp.use_two_step_variance_threshold": TWO_STEP_VARIANCE_THRESHOLD})
     return torch.compile(model)
