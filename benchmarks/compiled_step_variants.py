@@ -38,21 +38,16 @@ VARIANTS = {
 }
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variant", choices=list(VARIANTS))
-    p.add_argument("--malloc", choices=["auto", "off"], default="auto")
-    a = p.parse_args()
-    tune_malloc(a.malloc)
-    for key, value in VARIANTS[a.variant].items():
-        setattr(ic.cpp if key.startswith("cpp.") else ic, key.removeprefix("cpp."), value)
+def resnet20_step(compile_fn, compile_optimizer=False):
+    """One training step of ResNet-20 on a fixed synthetic batch of 128 (bf16 autocast,
+    channels_last, Nesterov SGD), the model compiled by compile_fn. Also used by profile_step.py."""
     torch.manual_seed(0)
     m = create_model("resnet20").to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    run = torch.compile(m, mode="max-autotune-no-cudagraphs" if a.variant == "autotune" else None)
+    run = compile_fn(m)
     x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (128,))
-    ostep = torch.compile(opt.step) if a.variant == "copt" else opt.step
+    ostep = torch.compile(opt.step) if compile_optimizer else opt.step
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -61,6 +56,20 @@ def main():
         loss.backward()
         ostep()
 
+    return step
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("variant", choices=list(VARIANTS))
+    p.add_argument("--malloc", choices=["auto", "off"], default="auto")
+    a = p.parse_args()
+    tune_malloc(a.malloc)
+    for key, value in VARIANTS[a.variant].items():
+        setattr(ic.cpp if key.startswith("cpp.") else ic, key.removeprefix("cpp."), value)
+    step = resnet20_step(
+        lambda m: torch.compile(m, mode="max-autotune-no-cudagraphs" if a.variant == "autotune" else None),
+        compile_optimizer=a.variant == "copt")
     t = time.perf_counter()
     for _ in range(5):
         step()

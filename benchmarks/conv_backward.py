@@ -81,17 +81,9 @@ def bench(c, hw, cl, dtype=torch.bfloat16):
     x = torch.randn(128, c, hw, hw, dtype=dtype).contiguous(memory_format=fmt)
     w = torch.randn(c, c, 3, 3, dtype=dtype).contiguous(memory_format=fmt)
     go = torch.randn(128, c, hw, hw, dtype=dtype).contiguous(memory_format=fmt)
-    res = {}
-    for name, mask in (("fwd", None), ("dgrad", [True, False, False]), ("wgrad", [False, True, False])):
-        ts = []
-        for _ in range(30):
-            t = time.perf_counter()
-            if mask is None:
-                torch.nn.functional.conv2d(x, w, padding=1)
-            else:
-                torch.ops.aten.convolution_backward(go, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
-            ts.append(time.perf_counter() - t)
-        res[name] = statistics.median(ts[5:]) * 1000
+    res = {"fwd": median_ms(lambda: F.conv2d(x, w, padding=1))}
+    for name, mask in (("dgrad", [True, False, False]), ("wgrad", [False, True, False])):
+        res[name] = median_ms(lambda mask=mask: CB(go, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask))
     print(f"{c} channels, {hw}x{hw}, {'channels_last' if cl else 'NCHW'}: "
           + ", ".join(f"{k} {v:.3f} ms" for k, v in res.items()))
 

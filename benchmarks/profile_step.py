@@ -6,13 +6,11 @@ compile_model), after 8 warm-up steps; prints the top operators and inductor ker
 """
 import argparse
 
-import torch
 import torch._inductor.config as ic
-from torch import nn
+from compiled_step_variants import resnet20_step  # this folder is on sys.path when run as a script
 from torch.profiler import ProfilerActivity, profile
 
 from torchcls.engine.runtime import compile_model, tune_malloc
-from torchcls.models import create_model
 
 
 def main():
@@ -22,20 +20,7 @@ def main():
     tune_malloc("auto")
     ic.cpp.descriptive_names = "original_aten"
     ic.cpp.enable_kernel_profile = True  # each generated C++ kernel shows in the profile by name
-    torch.manual_seed(0)
-    m = create_model("resnet20").to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    run = compile_model(m, "cpu")
-    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (128,))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = nn.functional.cross_entropy(run(x).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    step = resnet20_step(lambda m: compile_model(m, "cpu"))
     for _ in range(8):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

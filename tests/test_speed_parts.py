@@ -1,5 +1,5 @@
 """The parts of the fast recipes: SpeedNet's data-set whitening, shift test-time augmentation, the
-bias learning-rate scale and the allocator setting."""
+bias learning-rate scale, the allocator setting and compile_model."""
 import copy
 import json
 import shlex
