@@ -8,7 +8,9 @@ OMP_*, LD_PRELOAD of another allocator) are given on the command line before it.
 VARIANT: base (the defaults), cppwrap (cpp_wrapper), copt (compiled optimizer step), simd512,
 autotune (max-autotune-no-cudagraphs), twostep (BatchNorm variance as mean then squares instead of
 Welford, for any reduction size), fastmath (unsafe-math and fp-contract flags for the C++ kernels),
-fastmath_twostep (both), aggr (aggressive_fusion), nosplit (no split reductions).
+fastmath_twostep (both), aggr (aggressive_fusion), nosplit (no split reductions); cmodel
+(torchcls's compile_model without its plain float sums: the two-pass variance only) and plainsum
+(compile_model as the Trainer uses it: the two-pass variance and float sums in registers).
 
 Prints the median of 8 windows of 10 steps (images/s), the warm-up time and every window.
 """
@@ -20,13 +22,13 @@ import torch
 import torch._inductor.config as ic
 import torch.nn as nn
 
-from torchcls.engine.runtime import tune_malloc
+from torchcls.engine.runtime import compile_model, tune_malloc
 from torchcls.models import create_model
 
 
 # inductor settings per variant (copt and autotune are handled where the step is built)
 VARIANTS = {
-    "base": {}, "copt": {}, "autotune": {},
+    "base": {}, "copt": {}, "autotune": {}, "cmodel": {}, "plainsum": {},
     "cppwrap": {"cpp_wrapper": True},
     "simd512": {"cpp.simdlen": 512},
     "twostep": {"cpp.use_two_step_variance_threshold": 1 << 30},
@@ -67,9 +69,11 @@ def main():
     tune_malloc(a.malloc)
     for key, value in VARIANTS[a.variant].items():
         setattr(ic.cpp if key.startswith("cpp.") else ic, key.removeprefix("cpp."), value)
-    step = resnet20_step(
-        lambda m: torch.compile(m, mode="max-autotune-no-cudagraphs" if a.variant == "autotune" else None),
-        compile_optimizer=a.variant == "copt")
+    if a.variant in ("cmodel", "plainsum"):
+        compile_fn = lambda m: compile_model(m, "cpu", plain_sums=a.variant == "plainsum")  # noqa: E731
+    else:
+        compile_fn = lambda m: torch.compile(m, mode="max-autotune-no-cudagraphs" if a.variant == "autotune" else None)  # noqa: E731
+    step = resnet20_step(compile_fn, compile_optimizer=a.variant == "copt")
     t = time.perf_counter()
     for _ in range(5):
         step()

@@ -167,20 +167,23 @@ def test_speednet_forward_backward_and_frozen_parts():
 
 
 @pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
-def test_compile_model_uses_two_pass_variance_and_matches_eager():
-    """compile_model's generated code computes the BatchNorm variance without Welford's update
-    (plain torch.compile uses it for these 16 x 16 x 16 = 4,096-element reductions), gives the eager
-    step's outputs, gradients and running variance, and leaves other compilations alone."""
+def test_compile_model_code_two_pass_variance_plain_sums_and_matches_eager(tmp_path, monkeypatch):
+    """compile_model's generated code computes the BatchNorm variance without Welford's update and
+    its float sums without the cascade-summation helper (plain torch.compile uses both for these
+    32 x 16 x 16 = 8,192-element reductions), gives the eager step's outputs, gradients and running
+    statistics, and leaves other compilations alone: the global settings, and inductor's caches (a
+    fresh one here), which must not serve one kind of code to another compilation."""
     import torch._inductor.config as inductor_config
     from torch._inductor.utils import run_and_get_code
 
     from torchcls.engine.runtime import compile_model
 
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
     eager = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-    x = torch.randn(16, 3, 16, 16) * 3 + 1
-    y = torch.randint(0, 4, (16,))
+    x = torch.randn(32, 3, 16, 16) * 3 + 1
+    y = torch.randint(0, 4, (32,))
 
     def train_step(m):
         out = m(x)
@@ -188,17 +191,42 @@ def test_compile_model_uses_two_pass_variance_and_matches_eager():
         return out
 
     default = inductor_config.cpp.use_two_step_variance_threshold
-    with inductor_config.patch(force_disable_caches=True):  # generate the code, not a cached copy
-        twin = copy.deepcopy(eager)
-        out, code = run_and_get_code(train_step, compile_model(twin, "cpu"))
-        _, plain_code = run_and_get_code(train_step, torch.compile(copy.deepcopy(eager)))
+    twin = copy.deepcopy(eager)
+    out, code = run_and_get_code(train_step, compile_model(twin, "cpu"))
+    # the same graphs again, in the same cache: without the plain sums, then plain torch.compile.
+    # run_and_get_code also returns code served from the cache, so an entry of compile_model's
+    # served to another compilation would show here as code without cascade summation
+    _, sums_code = run_and_get_code(train_step, compile_model(copy.deepcopy(eager), "cpu", plain_sums=False))
+    _, plain_code = run_and_get_code(train_step, torch.compile(copy.deepcopy(eager)))
     assert inductor_config.cpp.use_two_step_variance_threshold == default
-    assert "welford" in "".join(plain_code).lower()
-    assert code and "welford" not in "".join(code).lower()
+    assert inductor_config.post_grad_custom_post_pass is None
+    ours, sums, plain = ("".join(c).lower() for c in (code, sums_code, plain_code))
+    assert "welford" in plain and "cascade_sum" in plain
+    assert sums and "welford" not in sums and "cascade_sum" in sums
+    assert ours and "welford" not in ours and "cascade_sum" not in ours
     torch.testing.assert_close(out, train_step(eager), rtol=1e-4, atol=1e-5)
     for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(twin[1].running_mean, eager[1].running_mean)
     torch.testing.assert_close(twin[1].running_var, eager[1].running_var)
+
+
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
+def test_compile_model_keeps_inductor_reductions_above_the_measured_size(tmp_path, monkeypatch):
+    """Above 131,072 elements (here 136 x 32 x 32 = 139,264) compile_model's code keeps inductor's
+    own Welford variance and cascade summation: only the measured sizes are changed."""
+    from torch._inductor.utils import run_and_get_code
+
+    from torchcls.engine.runtime import PLAIN_SUM_MAX_ELEMENTS, TWO_STEP_VARIANCE_THRESHOLD, compile_model
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    assert 136 * 32 * 32 > max(PLAIN_SUM_MAX_ELEMENTS, TWO_STEP_VARIANCE_THRESHOLD)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4096, 2))
+    x, y = torch.randn(136, 3, 32, 32), torch.randint(0, 2, (136,))
+    _, code = run_and_get_code(lambda: nn.functional.cross_entropy(compile_model(m, "cpu")(x), y).backward())
+    code = "".join(code).lower()
+    assert "welford" in code and "cascade_sum" in code
 
 
 @needs_fmnist
