@@ -231,15 +231,16 @@ def test_compile_model_keeps_inductor_reductions_above_the_measured_size(tmp_pat
 
 @needs_fmnist
 def test_compiled_training_checkpoint_evaluates_to_the_logged_accuracy(tmp_path, capsys):
-    """--compile through the Trainer (fp32): `torchcls eval`, uncompiled, reads the checkpoint and
-    gets the run's last accuracy, to within one image of the 10,000 (the compiled kernels may round
-    differently)."""
+    """--compile through the Trainer (fp32): the checkpoint holds the plain model's keys (no
+    _orig_mod.), and `torchcls eval`, uncompiled, reads it and gets the run's last accuracy, to
+    within one image of the 10,000 (the compiled kernels may round differently)."""
     run = tmp_path / "run"
     cmd = ("-a resnet --depth 8 --dataset fashion-mnist --train-subset 1024 --epochs 1 "
            "--amp off --compile --seed 0 --plot off --tensorboard off")
     assert main(["train", *shlex.split(cmd), "-c", str(run)]) == 0
     state = safe_load(run / "checkpoint.pth.tar")
     assert state["config"]["compile"] is True
+    assert state["state_dict"] and not any(k.startswith("_orig_mod.") for k in state["state_dict"])
     logged = json.loads((run / "results.json").read_text())["final"]["top1"]
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoint.pth.tar"), "--json"]) == 0
