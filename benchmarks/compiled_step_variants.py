@@ -8,9 +8,10 @@ OMP_*, LD_PRELOAD of another allocator) are given on the command line before it.
 VARIANT: base (the defaults), cppwrap (cpp_wrapper), copt (compiled optimizer step), simd512,
 autotune (max-autotune-no-cudagraphs), twostep (BatchNorm variance as mean then squares instead of
 Welford, for any reduction size), fastmath (unsafe-math and fp-contract flags for the C++ kernels),
-fastmath_twostep (both), aggr (aggressive_fusion), nosplit (no split reductions); cmodel
-(torchcls's compile_model without its plain float sums: the two-pass variance only) and plainsum
-(compile_model as the Trainer uses it: the two-pass variance and float sums in registers).
+fastmath_twostep (both), aggr (aggressive_fusion), nosplit (no split reductions); then
+torchcls's compile_model with its fixes added one at a time (engine/runtime.py): cmodel (the
+two-pass variance only), plainsum (+ float sums in registers), stores (+ plain 256-bit stores of
+16-lane bf16 vectors) and masks (+ AVX-512 bool masks: compile_model as the Trainer uses it).
 
 Prints the median of 8 windows of 10 steps (images/s), the warm-up time and every window.
 """
@@ -22,13 +23,13 @@ import torch
 import torch._inductor.config as ic
 import torch.nn as nn
 
-from torchcls.engine.runtime import compile_model, tune_malloc
+from torchcls.engine.runtime import CODEGEN_FIXES, compile_model, tune_malloc
 from torchcls.models import create_model
 
 
 # inductor settings per variant (copt and autotune are handled where the step is built)
 VARIANTS = {
-    "base": {}, "copt": {}, "autotune": {}, "cmodel": {}, "plainsum": {},
+    "base": {}, "copt": {}, "autotune": {}, "cmodel": {}, "plainsum": {}, "stores": {}, "masks": {},
     "cppwrap": {"cpp_wrapper": True},
     "simd512": {"cpp.simdlen": 512},
     "twostep": {"cpp.use_two_step_variance_threshold": 1 << 30},
@@ -69,8 +70,9 @@ def main():
     tune_malloc(a.malloc)
     for key, value in VARIANTS[a.variant].items():
         setattr(ic.cpp if key.startswith("cpp.") else ic, key.removeprefix("cpp."), value)
-    if a.variant in ("cmodel", "plainsum"):
-        compile_fn = lambda m: compile_model(m, "cpu", plain_sums=a.variant == "plainsum")  # noqa: E731
+    fixes = {"cmodel": 0, "plainsum": 1, "stores": 2, "masks": 3}
+    if a.variant in fixes:
+        compile_fn = lambda m: compile_model(m, "cpu", CODEGEN_FIXES[:fixes[a.variant]])  # noqa: E731
     else:
         compile_fn = lambda m: torch.compile(m, mode="max-autotune-no-cudagraphs" if a.variant == "autotune" else None)  # noqa: E731
     step = resnet20_step(compile_fn, compile_optimizer=a.variant == "copt")

@@ -176,7 +176,7 @@ def test_compile_model_code_two_pass_variance_plain_sums_and_matches_eager(tmp_p
     import torch._inductor.config as inductor_config
     from torch._inductor.utils import run_and_get_code
 
-    from torchcls.engine.runtime import compile_model
+    from torchcls.engine.runtime import CODEGEN_FIXES, compile_model
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
@@ -196,7 +196,8 @@ def test_compile_model_code_two_pass_variance_plain_sums_and_matches_eager(tmp_p
     # the same graphs again, in the same cache: without the plain sums, then plain torch.compile.
     # run_and_get_code also returns code served from the cache, so an entry of compile_model's
     # served to another compilation would show here as code without cascade summation
-    _, sums_code = run_and_get_code(train_step, compile_model(copy.deepcopy(eager), "cpu", plain_sums=False))
+    no_sums = tuple(f for f in CODEGEN_FIXES if f != "plain_sums")
+    _, sums_code = run_and_get_code(train_step, compile_model(copy.deepcopy(eager), "cpu", no_sums))
     _, plain_code = run_and_get_code(train_step, torch.compile(copy.deepcopy(eager)))
     assert inductor_config.cpp.use_two_step_variance_threshold == default
     assert inductor_config.post_grad_custom_post_pass is None
@@ -227,6 +228,59 @@ def test_compile_model_keeps_inductor_reductions_above_the_measured_size(tmp_pat
     _, code = run_and_get_code(lambda: nn.functional.cross_entropy(compile_model(m, "cpu")(x), y).backward())
     code = "".join(code).lower()
     assert "welford" in code and "cascade_sum" in code
+
+
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
+def test_compile_model_half_stores_and_bool_masks_change_no_value(tmp_path, monkeypatch):
+    """compile_model's half_stores and bool_masks fixes change how inductor's code moves bytes, never
+    a value: a bf16 channels_last step with 16-channel activations and a ReLU mask kept for the
+    backward (the last ReLU before the pooling) gives bit-identical outputs, gradients and running
+    statistics with and without them. On an AVX-512 machine the code must also show them (plain
+    256-bit stores; mask bytes loaded and stored with AVX-512 mask instructions); elsewhere inductor's
+    code is unchanged and only the equality is checked."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+    from torch._inductor.utils import run_and_get_code
+
+    from torchcls.engine.runtime import compile_model
+
+    class Block(nn.Module):  # a residual block's last ReLU before the pooling, as in ResNet-20
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+            self.body = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x):
+            x = self.stem(x)
+            return self.head(torch.relu(self.body(x) + x).mean((2, 3)))
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch.manual_seed(0)
+    eager = Block().to(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 4, (16,))
+
+    def train_step(m):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(x)
+        nn.functional.cross_entropy(out.float(), y).backward()
+        return out
+
+    fixed, without = copy.deepcopy(eager), copy.deepcopy(eager)
+    out, code = run_and_get_code(train_step, compile_model(fixed, "cpu"))
+    ref, ref_code = run_and_get_code(train_step, compile_model(without, "cpu", ("plain_sums",)))
+    ours, theirs = "".join(code), "".join(ref_code)
+    if getattr(pick_vec_isa(), "bit_width", lambda: 0)() == 512:
+        for mark in ("_mm256_storeu_si256", "_mm_test_epi8_mask", "_mm512_movepi32_mask"):
+            assert mark in ours and mark not in theirs, mark
+        assert "VecMask<float,1>::from" in theirs and "VecMask<float,1>::from" not in ours
+    else:
+        assert ours == theirs
+    assert out.dtype == torch.bfloat16 and torch.equal(out, ref)
+    for (name, p), q in zip(without.named_parameters(), fixed.parameters()):
+        assert torch.equal(q.grad, p.grad), name
+    for b, c in zip(without.buffers(), fixed.buffers()):
+        assert torch.equal(b, c)
 
 
 @needs_fmnist
