@@ -2,7 +2,8 @@
 training step of profile_step.py (synthetic batch 128, bf16 autocast, channels_last) is built
 twice in one process, with the `--base` fixes and with all of them (CODEGEN_FIXES), and each
 generated kernel's time a step (torch.profiler over 10 steps after 8 warm-up steps) is printed
-side by side, for the kernels whose time changed by more than --min-change, then the totals.
+side by side, for the kernels of at least 100 us a step whose time changed by more than
+--min-change, then the totals.
 
     .venv/bin/python benchmarks/codegen_kernels.py [--base plain_sums] [--min-change 0.15]
 
@@ -42,7 +43,8 @@ def main():
     before, after = kernel_times(base), kernel_times(CODEGEN_FIXES)
     print(f"{'before us':>10} {'after us':>10} {'ratio':>6}  kernel (us a step; before: {a.base}; after: all fixes)")
     for name in sorted(before, key=lambda n: -before[n]):
-        if name in after and abs(after[name] - before[name]) > a.min_change * before[name]:
+        if (name in after and max(before[name], after[name]) >= 100
+                and abs(after[name] - before[name]) > a.min_change * before[name]):
             print(f"{before[name]:10.0f} {after[name]:10.0f} {before[name] / max(after[name], 1e-9):6.2f}  {name[-90:]}")
     print(f"all generated kernels: {sum(before.values()) / 1000:.1f} ms a step before, "
           f"{sum(after.values()) / 1000:.1f} ms after ({len(before)} and {len(after)} kernels)")
