@@ -233,22 +233,24 @@ def test_compile_model_keeps_inductor_reductions_above_the_measured_size(tmp_pat
 @pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
 def test_compile_model_half_stores_and_bool_masks_change_no_value(tmp_path, monkeypatch):
     """compile_model's half_stores and bool_masks fixes change how inductor's code moves bytes, never
-    a value: a bf16 channels_last step with 16-channel activations and a ReLU mask kept for the
-    backward (the last ReLU before the pooling) gives bit-identical outputs, gradients and running
-    statistics with and without them. On an AVX-512 machine the code must also show them (plain
-    256-bit stores; mask bytes loaded and stored with AVX-512 mask instructions); elsewhere inductor's
-    code is unchanged and only the equality is checked."""
+    a value: a bf16 channels_last step with 16-channel activations and a 32-channel ReLU mask kept
+    for the backward (the last ReLU before the pooling, as in ResNet-20) gives bit-identical
+    outputs, gradients, running statistics and saved masks (as bytes: 1 and 0) with and without
+    them. On an AVX-512 machine the code must also show them (plain 256-bit stores; mask bytes
+    loaded and stored with AVX-512 mask instructions, for two-vector tiles); elsewhere inductor's
+    code must not contain them."""
     from torch._inductor.cpu_vec_isa import pick_vec_isa
     from torch._inductor.utils import run_and_get_code
 
     from torchcls.engine.runtime import compile_model
 
-    class Block(nn.Module):  # a residual block's last ReLU before the pooling, as in ResNet-20
+    class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-            self.body = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
-            self.head = nn.Linear(16, 4)
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+            self.body = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32))
+            self.head = nn.Linear(32, 4)
 
         def forward(self, x):
             x = self.stem(x)
@@ -256,31 +258,41 @@ def test_compile_model_half_stores_and_bool_masks_change_no_value(tmp_path, monk
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
-    eager = Block().to(memory_format=torch.channels_last)
+    eager = Net().to(memory_format=torch.channels_last)
     x = torch.randn(16, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 4, (16,))
 
-    def train_step(m):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = m(x)
+    def train_step(m, masks):
+        def keep(t):  # the bytes of every bool tensor the compiled forward saves for its backward
+            if t.dtype == torch.bool:
+                masks.append(t.detach().view(torch.uint8).clone())  # (a bool clone would make them 0/1)
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = m(x)
         nn.functional.cross_entropy(out.float(), y).backward()
         return out
 
     fixed, without = copy.deepcopy(eager), copy.deepcopy(eager)
-    out, code = run_and_get_code(train_step, compile_model(fixed, "cpu"))
-    ref, ref_code = run_and_get_code(train_step, compile_model(without, "cpu", ("plain_sums",)))
+    masks, ref_masks = [], []
+    out, code = run_and_get_code(train_step, compile_model(fixed, "cpu"), masks)
+    ref, ref_code = run_and_get_code(train_step, compile_model(without, "cpu", ("plain_sums",)), ref_masks)
     ours, theirs = "".join(code), "".join(ref_code)
+    marks = ("_mm256_storeu_si256", "_mm_test_epi8_mask", "_mm512_movepi32_mask")
     if getattr(pick_vec_isa(), "bit_width", lambda: 0)() == 512:
-        for mark in ("_mm256_storeu_si256", "_mm_test_epi8_mask", "_mm512_movepi32_mask"):
+        for mark in marks:
             assert mark in ours and mark not in theirs, mark
-        assert "VecMask<float,1>::from" in theirs and "VecMask<float,1>::from" not in ours
+        assert "VecMask<float,2>::from" in theirs and "VecMask<float,2>::from" not in ours
     else:
-        assert ours == theirs
+        assert not any(mark in ours or mark in theirs for mark in marks)
     assert out.dtype == torch.bfloat16 and torch.equal(out, ref)
     for (name, p), q in zip(without.named_parameters(), fixed.parameters()):
         assert torch.equal(q.grad, p.grad), name
     for b, c in zip(without.buffers(), fixed.buffers()):
         assert torch.equal(b, c)
+    assert masks and len(masks) == len(ref_masks)
+    for m, r in zip(masks, ref_masks):
+        assert torch.equal(m, r) and m.max() <= 1
 
 
 @needs_fmnist

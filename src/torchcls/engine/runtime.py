@@ -87,6 +87,29 @@ PLAIN_SUM_MAX_ELEMENTS = 128 * 32 * 32  # larger float sums keep inductor's casc
 
 CODEGEN_FIXES = ("plain_sums", "half_stores", "bool_masks")
 
+# The C++ the half_stores and bool_masks hooks emit ({ptr}: the first element's address; {value}:
+# the vector; {n}: float vectors a tile; {inductor}: inductor's own line for the same store). Their
+# hash is part of the markers' cache keys, so editing them never reuses code cached before the edit.
+HALF_STORE_CPP = "_mm256_storeu_si256(reinterpret_cast<__m256i*>({ptr}), _mm512_castsi512_si256({value}));"
+# inductor's masks are canonical (every lane all ones or all zeros), so a lane's sign bit is its
+# value; bools are written as the bytes 1 and 0, as inductor writes them
+MASK_STORE_CPP = (
+    "[&](auto m_) {{ if constexpr (std::is_same_v<decltype(m_), at::vec::VecMask<float,{n}>>) {{ "
+    "const at::vec::VectorizedN<float,{n}> v_ = m_; for (int i_ = 0; i_ < {n}; i_++) "
+    "_mm_storeu_si128(reinterpret_cast<__m128i*>({ptr}) + i_, "
+    "_mm_maskz_mov_epi8(_mm512_movepi32_mask(_mm512_castps_si512(v_[i_])), _mm_set1_epi8(1))); "
+    "}} else {{ {inductor} }} }}({value});")
+MASK_LOAD_CPP = (
+    "[&]() {{ at::vec::VectorizedN<float,{n}> v_; for (int i_ = 0; i_ < {n}; i_++) "
+    "v_[i_] = _mm512_castsi512_ps(_mm512_movm_epi32(_mm_test_epi8_mask(_mm_loadu_si128("
+    "reinterpret_cast<const __m128i*>({ptr}) + i_), _mm_set1_epi8(-1)))); "
+    "return at::vec::VecMask<float,{n}>(v_); }}()")
+
+
+def _template_hash(*templates: str) -> str:
+    import hashlib
+    return hashlib.sha256("\0".join(templates).encode()).hexdigest()[:16]
+
 
 def _codegen_markers():
     """The marker pass classes of the code-generation hooks below, by name (CODEGEN_FIXES),
@@ -105,7 +128,8 @@ def _codegen_markers():
     half_stores (`CppVecKernel._get_store_line`): where 512-bit code stores 16 contiguous bf16 or
     fp16 values (a 16-lane float tile converted down: channels_last activations with 16 channels),
     inductor writes half of a 512-bit register with a masked store; this stores the same 32 bytes
-    with a plain 256-bit store.
+    with a plain 256-bit store. (Stores that do not go through `_get_store_line`, those of
+    transposed tiles and some reductions' results, keep the masked store.)
 
     bool_masks (`CppVecKernel._get_vec_load_line` and `_get_store_line`): a bool tensor (the mask
     of a ReLU kept for its backward) is loaded into, and stored from, a float mask vector by
@@ -161,8 +185,8 @@ def _codegen_markers():
     load_line = getattr(vec_kernel, "_get_vec_load_line", None)
     if store_line is not None and load_line is not None and all(
             hasattr(cpp_codegen, n) for n in ("cexpr_index", "IndentedBuffer")):
-        markers["half_stores"] = marker("plain_half_stores", "v1")
-        markers["bool_masks"] = marker("avx512_bool_masks", "v1")
+        markers["half_stores"] = marker("plain_half_stores", _template_hash(HALF_STORE_CPP))
+        markers["bool_masks"] = marker("avx512_bool_masks", _template_hash(MASK_STORE_CPP, MASK_LOAD_CPP))
 
         def whole_tiles(self, lanes_per_vector=16):
             """512-bit code over whole tiles of 16 or 32 lanes: N float vectors, else 0."""
@@ -178,16 +202,12 @@ def _codegen_markers():
             ptr = f"{var} + {cpp_codegen.cexpr_index(index)}"
             n = whole_tiles(self)
             if dtype in (torch.bfloat16, torch.float16) and n == 1 and active("half_stores"):
-                line = (f"_mm256_storeu_si256(reinterpret_cast<__m256i*>({ptr}), "
-                        f"_mm512_castsi512_si256({value}));")
+                line = HALF_STORE_CPP.format(ptr=ptr, value=value)
             elif dtype == torch.bool and n and active("bool_masks"):
-                # a float mask of n vectors: one bit per lane, then 0/1 bytes. Other mask types
-                # (never seen here) keep inductor's store, chosen at C++ compile time.
-                line = (f"[&](auto m_) {{ if constexpr (std::is_same_v<decltype(m_), "
-                        f"at::vec::VecMask<float,{n}>>) {{ const at::vec::VectorizedN<float,{n}> v_ = m_; "
-                        f"for (int i_ = 0; i_ < {n}; i_++) _mm_storeu_si128(reinterpret_cast<__m128i*>({ptr}) + i_, "
-                        f"_mm_maskz_mov_epi8(_mm512_movepi32_mask(_mm512_castps_si512(v_[i_])), _mm_set1_epi8(1))); "
-                        f"}} else {{ {code.getvalue().strip().replace(str(value) + '.', 'm_.', 1)} }} }}({value});")
+                # a float mask of n vectors; other mask types (none seen in these networks) keep
+                # inductor's store, chosen when the C++ is compiled
+                inductor = code.getvalue().strip().replace(f"{value}.", "m_.", 1)
+                line = MASK_STORE_CPP.format(n=n, ptr=ptr, value=value, inductor=inductor)
             else:
                 return code
             plain = cpp_codegen.IndentedBuffer()
@@ -200,10 +220,7 @@ def _codegen_markers():
             if dtype != torch.bool or not n or not active("bool_masks"):
                 return line
             ptr = f"{var} + {cpp_codegen.cexpr_index(index)}" if index != 0 else var
-            return (f"[&]() {{ at::vec::VectorizedN<float,{n}> v_; for (int i_ = 0; i_ < {n}; i_++) "
-                    f"v_[i_] = _mm512_castsi512_ps(_mm512_movm_epi32(_mm_test_epi8_mask(_mm_loadu_si128("
-                    f"reinterpret_cast<const __m128i*>({ptr}) + i_), _mm_set1_epi8(-1)))); "
-                    f"return at::vec::VecMask<float,{n}>(v_); }}()")
+            return MASK_LOAD_CPP.format(n=n, ptr=ptr)
 
         vec_kernel._get_store_line = _get_store_line
         vec_kernel._get_vec_load_line = _get_vec_load_line
