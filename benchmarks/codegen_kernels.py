@@ -7,7 +7,8 @@ side by side, for the kernels of at least 100 us a step whose time changed by mo
 
     .venv/bin/python benchmarks/codegen_kernels.py [--base plain_sums] [--min-change 0.15]
 
-The fixes change how bytes move, not the fusion, so the two builds have the same kernels by name.
+The fixes change how bytes move, not the fusion, so the two builds have the same kernels by name
+(the profiler's names, without the graph number; kernels that share a name are added together).
 """
 import argparse
 import re
