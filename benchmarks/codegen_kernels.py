@@ -13,23 +13,15 @@ The fixes change how bytes move, not the fusion, so the two builds have the same
 import argparse
 import re
 
-import torch._inductor.config as ic
-from compiled_step_variants import resnet20_step  # this folder is on sys.path when run as a script
-from torch.profiler import ProfilerActivity, profile
+from profile_step import parse_fixes, profile_compiled_step  # this folder is on sys.path when run as a script
 
-from torchcls.engine.runtime import CODEGEN_FIXES, compile_model, tune_malloc
+from torchcls.engine.runtime import CODEGEN_FIXES, tune_malloc
 
 
 def kernel_times(fixes, steps=10):
     """{generated kernel name: microseconds a step} for the step compiled with `fixes`."""
-    step = resnet20_step(lambda m: compile_model(m, "cpu", fixes))
-    for _ in range(8):
-        step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
     return {re.sub(r"^graph_\d+_", "", e.key): e.self_cpu_time_total / steps
-            for e in prof.key_averages() if e.key.startswith("graph_")}
+            for e in profile_compiled_step(fixes, steps) if e.key.startswith("graph_")}
 
 
 def main():
@@ -37,11 +29,8 @@ def main():
     p.add_argument("--base", default="plain_sums", help='fixes of the first build, comma-separated, or "none"')
     p.add_argument("--min-change", type=float, default=0.15)
     a = p.parse_args()
-    base = () if a.base == "none" else tuple(a.base.split(","))
     tune_malloc("auto")
-    ic.cpp.descriptive_names = "original_aten"
-    ic.cpp.enable_kernel_profile = True  # each generated C++ kernel shows in the profile by name
-    before, after = kernel_times(base), kernel_times(CODEGEN_FIXES)
+    before, after = kernel_times(parse_fixes(a.base)), kernel_times(CODEGEN_FIXES)
     print(f"{'before us':>10} {'after us':>10} {'ratio':>6}  kernel (us a step; before: {a.base}; after: all fixes)")
     for name in sorted(before, key=lambda n: -before[n]):
         if (name in after and max(before[name], after[name]) >= 100

@@ -267,9 +267,8 @@ def test_compile_model_half_stores_and_bool_masks_change_no_value(tmp_path, monk
             if t.dtype == torch.bool:
                 masks.append(t.detach().view(torch.uint8).clone())  # (a bool clone would make them 0/1)
             return t
-        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = m(x)
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(x)
         nn.functional.cross_entropy(out.float(), y).backward()
         return out
 

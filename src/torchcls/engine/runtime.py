@@ -188,11 +188,11 @@ def _codegen_markers():
         markers["half_stores"] = marker("plain_half_stores", _template_hash(HALF_STORE_CPP))
         markers["bool_masks"] = marker("avx512_bool_masks", _template_hash(MASK_STORE_CPP, MASK_LOAD_CPP))
 
-        def whole_tiles(self, lanes_per_vector=16):
-            """512-bit code over whole tiles of 16 or 32 lanes: N float vectors, else 0."""
-            if self.vec_isa.bit_width() != 512 or self.tail_size or self.num_elems % lanes_per_vector:
+        def whole_tiles(self):
+            """512-bit code over whole tiles of 16-lane float vectors: how many a tile, else 0."""
+            if self.vec_isa.bit_width() != 512 or self.tail_size or self.num_elems % 16:
                 return 0
-            return self.num_elems // lanes_per_vector
+            return self.num_elems // 16
 
         def _get_store_line(self, value, var, index, dtype, accu_store=False):
             code = store_line(self, value, var, index, dtype, accu_store)
