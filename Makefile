@@ -3,7 +3,9 @@
 setup:
 	./scripts/setup.sh
 
-test:
+test:  # lint, format check, then the tests; all three must pass
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/python -m pytest -q
 
 test-slow:

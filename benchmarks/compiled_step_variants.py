@@ -8,13 +8,14 @@ OMP_*, LD_PRELOAD of another allocator) are given on the command line before it.
 VARIANT: base (the defaults), cppwrap (cpp_wrapper), copt (compiled optimizer step), simd512,
 autotune (max-autotune-no-cudagraphs), twostep (BatchNorm variance as mean then squares instead of
 Welford, for any reduction size), fastmath (unsafe-math and fp-contract flags for the C++ kernels),
-fastmath_twostep (both), aggr (aggressive_fusion), nosplit (no split reductions); then
-torchcls's compile_model with its fixes added one at a time (engine/runtime.py): cmodel (the
-two-pass variance only), plainsum (+ float sums in registers), stores (+ plain 256-bit stores of
-16-lane bf16 vectors) and masks (+ AVX-512 bool masks: compile_model as the Trainer uses it).
+fastmath_twostep (both), aggr (aggressive_fusion), nosplit (no split reductions), and cmodel
+(torchcls's compile_model, engine/runtime.py: the two-pass variance up to 131,072 elements, as the
+Trainer uses it). The code-generation hooks of torchcls 0.1 (variants plainsum, stores, masks)
+were removed with the hooks.
 
 Prints the median of 8 windows of 10 steps (images/s), the warm-up time and every window.
 """
+
 import argparse
 import statistics
 import time
@@ -23,19 +24,24 @@ import torch
 import torch._inductor.config as ic
 import torch.nn as nn
 
-from torchcls.engine.runtime import CODEGEN_FIXES, compile_model, tune_malloc
+from torchcls.engine.runtime import compile_model, tune_malloc
 from torchcls.models import create_model
-
 
 # inductor settings per variant (copt and autotune are handled where the step is built)
 VARIANTS = {
-    "base": {}, "copt": {}, "autotune": {}, "cmodel": {}, "plainsum": {}, "stores": {}, "masks": {},
+    "base": {},
+    "copt": {},
+    "autotune": {},
+    "cmodel": {},
     "cppwrap": {"cpp_wrapper": True},
     "simd512": {"cpp.simdlen": 512},
     "twostep": {"cpp.use_two_step_variance_threshold": 1 << 30},
     "fastmath": {"cpp.enable_unsafe_math_opt_flag": True, "cpp.enable_floating_point_contract_flag": "fast"},
-    "fastmath_twostep": {"cpp.enable_unsafe_math_opt_flag": True, "cpp.enable_floating_point_contract_flag": "fast",
-                         "cpp.use_two_step_variance_threshold": 1 << 30},
+    "fastmath_twostep": {
+        "cpp.enable_unsafe_math_opt_flag": True,
+        "cpp.enable_floating_point_contract_flag": "fast",
+        "cpp.use_two_step_variance_threshold": 1 << 30,
+    },
     "aggr": {"aggressive_fusion": True},
     "nosplit": {"split_reductions": False},
 }
@@ -70,11 +76,11 @@ def main():
     tune_malloc(a.malloc)
     for key, value in VARIANTS[a.variant].items():
         setattr(ic.cpp if key.startswith("cpp.") else ic, key.removeprefix("cpp."), value)
-    fixes = {"cmodel": 0, "plainsum": 1, "stores": 2, "masks": 3}
-    if a.variant in fixes:
-        compile_fn = lambda m: compile_model(m, "cpu", CODEGEN_FIXES[:fixes[a.variant]])  # noqa: E731
+    if a.variant == "cmodel":
+        compile_fn = compile_model
     else:
-        compile_fn = lambda m: torch.compile(m, mode="max-autotune-no-cudagraphs" if a.variant == "autotune" else None)  # noqa: E731
+        mode = "max-autotune-no-cudagraphs" if a.variant == "autotune" else None
+        compile_fn = lambda m: torch.compile(m, mode=mode)  # noqa: E731
     step = resnet20_step(compile_fn, compile_optimizer=a.variant == "copt")
     t = time.perf_counter()
     for _ in range(5):

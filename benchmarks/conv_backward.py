@@ -10,6 +10,7 @@ flattened padded input, one per kernel tap, without im2col), `as_conv` (the grad
 forward convolution with batch and channels swapped), `fp32` (oneDNN in float32, the casts from bf16 included), `halves`
 (oneDNN on each half of the batch, summed).
 """
+
 import argparse
 import statistics
 import time
@@ -36,14 +37,14 @@ def shifted_mm_wgrad(go, x):
     for kh in range(3):
         for kw in range(3):
             off = kh * (w + 2) + kw
-            torch.mm(gp.t(), xp[off:off + rows], out=out[kh, kw])
+            torch.mm(gp.t(), xp[off : off + rows], out=out[kh, kw])
     return out.permute(2, 3, 0, 1)
 
 
 def as_conv_wgrad(go, x):
-    xt = x.transpose(0, 1).contiguous(memory_format=torch.channels_last)   # (I, N, H, W)
+    xt = x.transpose(0, 1).contiguous(memory_format=torch.channels_last)  # (I, N, H, W)
     gt = go.transpose(0, 1).contiguous(memory_format=torch.channels_last)  # (O, N, H, W)
-    return F.conv2d(xt, gt, padding=1).transpose(0, 1)                     # (O, I, 3, 3)
+    return F.conv2d(xt, gt, padding=1).transpose(0, 1)  # (O, I, 3, 3)
 
 
 def median_ms(fn, n=25, warm=5):
@@ -84,8 +85,10 @@ def bench(c, hw, cl, dtype=torch.bfloat16):
     res = {"fwd": median_ms(lambda: F.conv2d(x, w, padding=1))}
     for name, mask in (("dgrad", [True, False, False]), ("wgrad", [False, True, False])):
         res[name] = median_ms(lambda mask=mask: CB(go, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask))
-    print(f"{c} channels, {hw}x{hw}, {'channels_last' if cl else 'NCHW'}: "
-          + ", ".join(f"{k} {v:.3f} ms" for k, v in res.items()))
+    print(
+        f"{c} channels, {hw}x{hw}, {'channels_last' if cl else 'NCHW'}: "
+        + ", ".join(f"{k} {v:.3f} ms" for k, v in res.items())
+    )
 
 
 if __name__ == "__main__":

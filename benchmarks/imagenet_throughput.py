@@ -10,6 +10,7 @@ epoch's, read from metrics.jsonl, so it includes the first (slower) step. --runs
 configurations as PROCESSESxTHREADS (torch threads per process; default 1x2 1x1 2x1 for 2 cores).
 Prints a markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -39,21 +42,65 @@ def find_data(arg: str | None, tmp: Path) -> Path:
 
 def one(data: Path, size: int, nproc: int, threads: int, args, tmp: Path) -> dict:
     run_dir = tmp / f"run-{size}-{nproc}-{threads}"
-    cmd = ["-m", "torchcls", "train", "-a", args.arch, "--dataset", "imagenet", "--data", str(data),
-           "--epochs", "1", "--train-subset", str(args.images), "--test-subset", str(args.val_images),
-           "--train-batch", str(args.batch), "--test-batch", "50", "--train-size", str(size),
-           "--val-size", str(size), "--val-resize", str(round(size * 256 / 224)), "-j", str(args.workers),
-           "--threads", str(threads), "--amp", args.amp, "--seed", "0", "--tensorboard", "off",
-           "--plot", "off", "--log-interval", "1000", "-c", str(run_dir)]
+    cmd = [
+        "-m",
+        "torchcls",
+        "train",
+        "-a",
+        args.arch,
+        "--dataset",
+        "imagenet",
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--train-subset",
+        str(args.images),
+        "--test-subset",
+        str(args.val_images),
+        "--train-batch",
+        str(args.batch),
+        "--test-batch",
+        "50",
+        "--train-size",
+        str(size),
+        "--val-size",
+        str(size),
+        "--val-resize",
+        str(round(size * 256 / 224)),
+        "-j",
+        str(args.workers),
+        "--threads",
+        str(threads),
+        "--amp",
+        args.amp,
+        "--seed",
+        "0",
+        "--tensorboard",
+        "off",
+        "--plot",
+        "off",
+        "--log-interval",
+        "1000",
+        "-c",
+        str(run_dir),
+    ]
     launch = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
     t0 = time.time()
-    p = subprocess.run(launch + cmd, cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    p = subprocess.run(
+        launch + cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)}
+    )
     if p.returncode:
         sys.exit(f"failed: {' '.join(launch + cmd)}\n{(p.stdout + p.stderr)[-3000:]}")
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    return {"size": size, "procs": nproc, "threads": threads, "images_per_s": row["images_per_s"], "train_time": row["train_time"],
-            "wall": time.time() - t0}
+    return {
+        "size": size,
+        "procs": nproc,
+        "threads": threads,
+        "images_per_s": row["images_per_s"],
+        "train_time": row["train_time"],
+        "wall": time.time() - t0,
+    }
 
 
 def main() -> None:
@@ -61,28 +108,35 @@ def main() -> None:
     ap.add_argument("--data", default=None)
     ap.add_argument("-a", "--arch", default="resnet18")
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 128])
-    ap.add_argument("--runs", nargs="+", default=["1x2", "1x1", "2x1"],
-                    help="PROCESSESxTHREADS (threads per process) configurations to measure")
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=["1x2", "1x1", "2x1"],
+        help="PROCESSESxTHREADS (threads per process) configurations to measure",
+    )
     ap.add_argument("--images", type=int, default=128, help="training images per measurement")
     ap.add_argument("--val-images", type=int, default=50)
     ap.add_argument("--batch", type=int, default=32, help="global batch")
     ap.add_argument("--workers", type=int, default=1, help="-j per process")
     ap.add_argument("--amp", default="off")
     args = ap.parse_args()
-    import torch
 
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         data = find_data(args.data, tmp)
         runs = [tuple(int(v) for v in r.split("x")) for r in args.runs]
         rows = [one(data, s, n, t, args, tmp) for s in args.sizes for n, t in runs]
-    print(f"{args.arch}, global batch {args.batch}, {args.images} training images per measurement, "
-          f"-j {args.workers} per process, amp {args.amp}, torch {torch.__version__}, {os.cpu_count()} CPU cores")
+    print(
+        f"{args.arch}, global batch {args.batch}, {args.images} training images per measurement, "
+        f"-j {args.workers} per process, amp {args.amp}, torch {torch.__version__}, {os.cpu_count()} CPU cores"
+    )
     print("| size (px) | processes | threads each | train images/s | train time (s) | wall (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['size']} | {r['procs']} | {r['threads']} | {r['images_per_s']:.1f} | {r['train_time']:.1f} "
-              f"| {r['wall']:.0f} |")
+        print(
+            f"| {r['size']} | {r['procs']} | {r['threads']} | {r['images_per_s']:.1f} | {r['train_time']:.1f} "
+            f"| {r['wall']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Does glibc allocator tuning (`--malloc auto`) matter for a training step? Runs the bench's own
-training step (`torchcls.bench.our_loop`: ResNet-20, CIFAR-10, batch 128, bf16 autocast,
+training step (`torchcls.commands.bench.our_loop`: ResNet-20, CIFAR-10, batch 128, bf16 autocast,
 channels_last, torch.compile by default) in fresh processes, alternating `--malloc off` and
 `auto`, because what we saw is a per-process mode: some processes run the compiled step much
 slower than others without the tuning.
@@ -8,6 +8,7 @@ slower than others without the tuning.
 
 Prints one line per process (median images/s of its windows) and a summary per setting.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,15 @@ CHILD = r"""
 import json, statistics, sys, time, torch
 from torchcls.config import TrainConfig
 from torchcls.data.build import build_data
-from torchcls.bench import our_loop
+from torchcls.commands.bench import our_loop
 from torchcls.engine.runtime import tune_malloc
 malloc, compile_, windows, steps = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 tune_malloc(malloc)
-cfg = TrainConfig(dataset="cifar10", arch="resnet20", train_batch=128, compile=compile_, data_dir=sys.argv[5] or None)
+cfg = TrainConfig(dataset="cifar10", arch="resnet20", train_batch=128, compile=compile_, data_dir=sys.argv[5] or None,
+                 amp="bf16", channels_last="on")
 dev = torch.device("cpu")
 data = build_data(cfg, 0, 0, 1, dev)
-step, batches = our_loop(cfg, data, dev, torch.bfloat16, True, 0)[:2]
+step, batches = our_loop(cfg, data, dev, 0)[:2]
 for _ in range(3):
     step(*next(batches))
 figs = []
@@ -51,14 +53,29 @@ def main():
     results = {"off": [], "auto": []}
     for i in range(a.procs):
         for malloc in ("off", "auto"):
-            out = subprocess.run([sys.executable, "-c", CHILD, malloc, "0" if a.eager else "1", str(a.windows),
-                                  str(a.steps), a.data_dir], capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    malloc,
+                    "0" if a.eager else "1",
+                    str(a.windows),
+                    str(a.steps),
+                    a.data_dir,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             r = json.loads(out.strip().splitlines()[-1])
             results[malloc].append(r["images_per_s"])
             print(f"process {i + 1} --malloc {malloc:<4}: {r['images_per_s']:.0f} images/s", flush=True)
     for malloc, figs in results.items():
-        print(f"--malloc {malloc}: median {statistics.median(figs):.0f}, range {min(figs):.0f}-{max(figs):.0f} "
-              f"images/s over {len(figs)} processes")
+        print(
+            f"--malloc {malloc}: median {statistics.median(figs):.0f}, range {min(figs):.0f}-{max(figs):.0f} "
+            f"images/s over {len(figs)} processes"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ model_best.pth.tar (when better), log.txt and metrics.jsonl: everything a real e
 smaller. The first epochs warm up (allocator pools, lazily loaded kernels); the growth that matters
 is from the end of the warm-up to the last epoch. Linux only (reads /proc).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from torchcls.cli import build_parser
+from torchcls.commands.train import config_from_args
+from torchcls.engine.train import train
 
 
 def rss_mib() -> float:
@@ -38,14 +43,13 @@ def main(argv=None) -> int:
     if a.epochs <= a.warmup + 1:
         ap.error("--epochs must exceed --warmup + 1")
 
-    from torchcls.cli import build_parser, config_from_args
-    from torchcls.engine.train import train
-
     rss = []
     with tempfile.TemporaryDirectory() as tmp:
-        args = (f"-a {a.arch} --dataset fashion-mnist --train-subset 256 --test-subset 256 --train-batch 64 "
-                f"--test-batch 256 --epochs {a.epochs} --lr 0.05 --lr-schedule cosine --manualSeed 0 "
-                f"--plot off --tensorboard off --threads {a.threads} --amp off --log-interval 1e9")
+        args = (
+            f"-a {a.arch} --dataset fashion-mnist --train-subset 256 --test-subset 256 --train-batch 64 "
+            f"--test-batch 256 --epochs {a.epochs} --lr 0.05 --lr-schedule cosine --manualSeed 0 "
+            f"--plot off --tensorboard off --threads {a.threads} --amp off --log-interval 1e9"
+        )
         cfg = config_from_args(build_parser().parse_args(["train", *shlex.split(args), "-c", tmp]))
         before = rss_mib()
         t0 = time.perf_counter()
@@ -65,14 +69,29 @@ def main(argv=None) -> int:
     first, last = sum(after[:k]) / k, sum(after[-k:]) / k
     growth = last - first
     print(f"\nVmRSS before the run {before:.1f} MiB, after epoch 1 {rss[0]:.1f} MiB")
-    print(f"after the {w}-epoch warm-up (epochs {w + 1}..{len(rss)}): min {min(after):.1f}  max {max(after):.1f} MiB; "
-          f"mean of the first {k} {first:.1f}, of the last {k} {last:.1f} MiB: growth {growth:+.1f} MiB")
-    print(f"least-squares trend {slope * 1024:+.1f} KiB/epoch; {a.epochs} epochs in {wall:.0f}s, "
-          f"python {sys.version.split()[0]}")
+    print(
+        f"after the {w}-epoch warm-up (epochs {w + 1}..{len(rss)}): min {min(after):.1f}  max {max(after):.1f} MiB; "
+        f"mean of the first {k} {first:.1f}, of the last {k} {last:.1f} MiB: growth {growth:+.1f} MiB"
+    )
+    print(
+        f"least-squares trend {slope * 1024:+.1f} KiB/epoch; {a.epochs} epochs in {wall:.0f}s, "
+        f"python {sys.version.split()[0]}"
+    )
     if a.json:
-        Path(a.json).write_text(json.dumps({"rss_mib": rss, "before_mib": before, "warmup": w,
-                                            "growth_mib": growth, "trend_kib_per_epoch": slope * 1024,
-                                            "wall_s": wall}, indent=1) + "\n")
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "rss_mib": rss,
+                    "before_mib": before,
+                    "warmup": w,
+                    "growth_mib": growth,
+                    "trend_kib_per_epoch": slope * 1024,
+                    "wall_s": wall,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ channels_last, eager/torch.compile), on synthetic batches, in one process, so th
 Each figure is the median over --steps timed steps after --warmup steps (compile time is reported
 separately). This is what the defaults of `--amp auto` and `--channels-last auto` rest on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,10 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     a = p.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.arch}, {a.size}px, "
-          f"median of {a.steps} steps after {a.warmup} warm-up steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.arch}, {a.size}px, "
+        f"median of {a.steps} steps after {a.warmup} warm-up steps"
+    )
     print("| batch | precision | memory format | mode | train images/s | first step (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for batch in a.batch:
@@ -63,8 +66,11 @@ def main():
             settings.append((True, True, True))
         for amp, cl, comp in settings:
             ips, first = measure(a.arch, batch, a.size, amp, cl, comp, a.steps, a.warmup)
-            print(f"| {batch} | {'bf16 autocast' if amp else 'fp32'} | {'channels_last' if cl else 'NCHW'} | "
-                  f"{'compile' if comp else 'eager'} | {ips:.0f} | {first:.1f} |", flush=True)
+            print(
+                f"| {batch} | {'bf16 autocast' if amp else 'fp32'} | {'channels_last' if cl else 'NCHW'} | "
+                f"{'compile' if comp else 'eager'} | {ips:.0f} | {first:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Where the tests find real data, and the skip markers for when it is absent."""
+
 import os
 from pathlib import Path
 
@@ -9,9 +10,13 @@ DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
 CIFAR_ARCHIVE = DATA / "cifar-10-batches-py.tar.xz"
 WOOF_TAR = DATA / "imagewoof-mini.tar"
 
-needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST system package "
-                                  "(apt-get install dataset-fashion-mnist) is not installed")
-needs_cifar = pytest.mark.skipif(not CIFAR_ARCHIVE.is_file(), reason=f"{CIFAR_ARCHIVE} not found "
-                                 "(set TORCHCLS_DATA to the folder holding cifar-10-batches-py.tar.xz)")
-needs_woof = pytest.mark.skipif(not WOOF_TAR.is_file(), reason=f"{WOOF_TAR} not found (set TORCHCLS_DATA "
-                                "to the folder holding imagewoof-mini.tar)")
+needs_fmnist = pytest.mark.skipif(
+    not FMNIST.is_dir(), reason="Fashion-MNIST system package (apt-get install dataset-fashion-mnist) is not installed"
+)
+needs_cifar = pytest.mark.skipif(
+    not CIFAR_ARCHIVE.is_file(),
+    reason=f"{CIFAR_ARCHIVE} not found (set TORCHCLS_DATA to the folder holding cifar-10-batches-py.tar.xz)",
+)
+needs_woof = pytest.mark.skipif(
+    not WOOF_TAR.is_file(), reason=f"{WOOF_TAR} not found (set TORCHCLS_DATA to the folder holding imagewoof-mini.tar)"
+)

@@ -1,13 +1,34 @@
 """`torchcls bench`: the output's structure (no speed assertions), on a tiny Fashion-MNIST subset."""
+
 import json
 import re
 
 from tests._data import needs_fmnist
 from torchcls.cli import main
 
-TINY = ["bench", "-a", "resnet20", "-d", "fashion-mnist", "--train-subset", "128", "--test-subset", "64",
-        "--train-batch", "32", "--test-batch", "32", "--steps", "2", "--windows", "2", "--warmup", "1",
-        "--device", "cpu"]
+TINY = [
+    "bench",
+    "-a",
+    "resnet20",
+    "-d",
+    "fashion-mnist",
+    "--train-subset",
+    "128",
+    "--test-subset",
+    "64",
+    "--train-batch",
+    "32",
+    "--test-batch",
+    "32",
+    "--steps",
+    "2",
+    "--windows",
+    "2",
+    "--warmup",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def _figure(line: str) -> float:

@@ -1,9 +1,13 @@
 """Flags, recipes and validation: the original's commands mean the same thing here."""
+
+import itertools
 import shlex
 
 import pytest
 
-from torchcls.cli import build_parser, config_from_args, main
+from torchcls.cli import build_parser, main
+from torchcls.commands.train import config_from_args
+from torchcls.config import MAIN_RECIPE, build_config, find_recipe, list_recipes, load_recipe
 from torchcls.engine.optim import lr_factor
 from torchcls.errors import UserError
 from torchcls.models import create_model
@@ -12,16 +16,26 @@ from torchcls.models import create_model
 TRAINING_MD = {
     "alexnet": "-a alexnet --epochs 164 --schedule 81 122 --gamma 0.1 --checkpoint checkpoints/cifar10/alexnet",
     "vgg19_bn": "-a vgg19_bn --epochs 164 --schedule 81 122 --gamma 0.1 --checkpoint checkpoints/cifar10/vgg19_bn",
-    "resnet110": "-a resnet --depth 110 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4 "
-                 "--checkpoint checkpoints/cifar10/resnet-110",
-    "preresnet110": "-a preresnet --depth 110 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4 "
-                    "--checkpoint checkpoints/cifar10/preresnet-110",
-    "resnext8": "-a resnext --depth 29 --cardinality 8 --widen-factor 4 --schedule 150 225 --wd 5e-4 "
-                "--gamma 0.1 --checkpoint checkpoints/cifar10/resnext-8x64d",
-    "wrn": "-a wrn --depth 28 --depth 28 --widen-factor 10 --drop 0.3 --epochs 200 --schedule 60 120 160 "
-           "--wd 5e-4 --gamma 0.2 --checkpoint checkpoints/cifar10/WRN-28-10-drop",
-    "densenet": "-a densenet --depth 100 --growthRate 12 --train-batch 64 --epochs 300 --schedule 150 225 "
-                "--wd 1e-4 --gamma 0.1 --checkpoint checkpoints/cifar10/densenet-bc-100-12",
+    "resnet110": (
+        "-a resnet --depth 110 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4 "
+        "--checkpoint checkpoints/cifar10/resnet-110"
+    ),
+    "preresnet110": (
+        "-a preresnet --depth 110 --epochs 164 --schedule 81 122 --gamma 0.1 --wd 1e-4 "
+        "--checkpoint checkpoints/cifar10/preresnet-110"
+    ),
+    "resnext8": (
+        "-a resnext --depth 29 --cardinality 8 --widen-factor 4 --schedule 150 225 --wd 5e-4 "
+        "--gamma 0.1 --checkpoint checkpoints/cifar10/resnext-8x64d"
+    ),
+    "wrn": (
+        "-a wrn --depth 28 --depth 28 --widen-factor 10 --drop 0.3 --epochs 200 --schedule 60 120 160 "
+        "--wd 5e-4 --gamma 0.2 --checkpoint checkpoints/cifar10/WRN-28-10-drop"
+    ),
+    "densenet": (
+        "-a densenet --depth 100 --growthRate 12 --train-batch 64 --epochs 300 --schedule 150 225 "
+        "--wd 1e-4 --gamma 0.1 --checkpoint checkpoints/cifar10/densenet-bc-100-12"
+    ),
 }
 
 
@@ -42,9 +56,16 @@ def test_wrn_command_parses_to_the_right_config():
     assert n_params(create_model(cfg.arch, **cfg.model_kwargs())) == 36_479_194
 
 
-@pytest.mark.parametrize("key,params", [("alexnet", 2_472_266), ("vgg19_bn", 20_040_522),
-                                        ("resnet110", 1_730_714), ("preresnet110", 1_730_522),
-                                        ("densenet", 769_162)])
+@pytest.mark.parametrize(
+    "key,params",
+    [
+        ("alexnet", 2_472_266),
+        ("vgg19_bn", 20_040_522),
+        ("resnet110", 1_730_714),
+        ("preresnet110", 1_730_522),
+        ("densenet", 769_162),
+    ],
+)
 def test_training_md_commands_build_their_networks(key, params):
     cfg = parse(TRAINING_MD[key])
     assert cfg.lr_schedule == "step"
@@ -77,6 +98,34 @@ def test_recipe_file_and_flag_precedence(tmp_path):
         parse(f"--recipe {r}")
 
 
+def test_every_packaged_recipe_loads_and_builds():
+    recipes = list_recipes()
+    names = [name for name, _ in recipes]
+    assert MAIN_RECIPE in names and names == sorted(names) and len(set(names)) == len(names)
+    for name, description in recipes:
+        assert description and "\n" not in description, name  # each recipe says what it is, in one line
+        keys = load_recipe(name)
+        assert "description" not in keys and {"dataset", "arch", "epochs"} <= keys.keys(), name
+        cfg = build_config({}, recipe=name)  # valid values too, not only known keys
+        assert cfg.recipe == name and cfg.arch == keys["arch"]
+    assert dict(recipes)[MAIN_RECIPE].startswith("ResNet-20 on Fashion-MNIST")
+
+
+def test_recipes_are_found_inside_the_package(tmp_path, monkeypatch):
+    # not through the repository's folders nor the current directory: a wheel has only the package
+    main_file = find_recipe(MAIN_RECIPE)
+    assert main_file.name == "main.yaml" and "torchcls" in str(main_file) and "recipes" in str(main_file)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "local.yaml").write_text("epochs: 3\n")
+    assert load_recipe(MAIN_RECIPE)["dataset"] == "fashion-mnist"
+    with pytest.raises(UserError, match=r"unknown recipe 'local'; known recipes: .*\bmain\b"):
+        find_recipe("local")  # ./recipes/ is not searched; a path is: recipes/local.yaml
+    assert load_recipe("recipes/local.yaml") == {"epochs": 3}
+    with pytest.raises(UserError, match="recipe file missing.yaml not found"):
+        find_recipe("missing.yaml")
+
+
 def test_step_schedule_semantics():
     cfg = parse("-a resnet20 --epochs 164 --schedule 81 122 --gamma 0.1")
     spe = 10
@@ -91,19 +140,22 @@ def test_cosine_and_onecycle_with_warmup():
     f = [lr_factor(s, spe, cfg) for s in range(50)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert max(f) == pytest.approx(1.0) and f[-1] < 0.05
-    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert all(a >= b for a, b in itertools.pairwise(f[9:]))
     cfg = parse("-a resnet20 --epochs 10 --lr-schedule cosine")
     assert lr_factor(0, spe, cfg) == 1.0 and lr_factor(25, spe, cfg) == pytest.approx(0.5, abs=0.02)
 
 
-@pytest.mark.parametrize("args,needle", [
-    ("-a resnet21", "unknown model"),
-    ("-a resnet --depth 21", "6n+2"),
-    ("-a resnet20 --epochs -3", "--epochs must be at least 1"),
-    ("-a resnet20 --epochs 100 --schedule 50 150", "outside the run"),
-    ("-a resnet20 --dataset imagenet22k", "unknown data set"),
-    ("--recipe no-such-recipe", "unknown recipe"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        ("-a resnet21", "unknown model"),
+        ("-a resnet --depth 21", "6n+2"),
+        ("-a resnet20 --epochs -3", "--epochs must be at least 1"),
+        ("-a resnet20 --epochs 100 --schedule 50 150", "outside the run"),
+        ("-a resnet20 --dataset imagenet22k", "unknown data set"),
+        ("--recipe no-such-recipe", "unknown recipe"),
+    ],
+)
 def test_user_mistakes_fail_fast_with_one_line(args, needle, capsys, tmp_path):
     rc = main(["train", *shlex.split(args), "--checkpoint", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()

@@ -1,7 +1,9 @@
 """Data: real CIFAR-10 / Fashion-MNIST, the official file layouts written small, the restricted
 unpickler against malicious pickles, idx parsing, and batched augmentation."""
+
 from __future__ import annotations
 
+import builtins
 import gzip
 import os
 import pickle
@@ -13,16 +15,36 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.datasets.utils as tvu
+from torchvision.datasets import CIFAR10
 
 from torchcls.data import (
-    DATASETS, ArrayDataset, BatchAugment, compute_mean_std, cutout, load_cifar, load_dataset,
-    load_fashion_mnist, normalize, num_classes, random_crop, random_flip,
+    DATASETS,
+    ArrayDataset,
+    BatchAugment,
+    compute_mean_std,
+    cutout,
+    get_info,
+    load_cifar,
+    load_dataset,
+    load_fashion_mnist,
+    normalize,
+    num_classes,
+    random_crop,
+    random_flip,
 )
 from torchcls.data import cifar as cifar_mod
 from torchcls.data import fashion_mnist as fm_mod
 from torchcls.data.augment import shift_crop
-from torchcls.data.stats import STATS
+from torchcls.data.folder import ShardedSampler
+from torchcls.data.loader import InMemoryLoader, epoch_permutation, shard_indices
 from torchcls.errors import UserError
+
+
+def stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of data set `name` from the data-set table."""
+    return DATASETS[name].mean, DATASETS[name].std
+
 
 # --------------------------------------------------------------------------- writing the official layouts
 
@@ -62,8 +84,14 @@ def write_cifar100(root: Path, n_train=12, n_test=6, protocol=2, seed=0) -> dict
         _dump(batch, folder / split, protocol)
         out[split] = (data, fine)
     names = [f"class_{i:02d}" for i in range(100)]
-    _dump({b"fine_label_names": [n.encode() for n in names],
-           b"coarse_label_names": [f"super_{i}".encode() for i in range(20)]}, folder / "meta", protocol)
+    _dump(
+        {
+            b"fine_label_names": [n.encode() for n in names],
+            b"coarse_label_names": [f"super_{i}".encode() for i in range(20)],
+        },
+        folder / "meta",
+        protocol,
+    )
     out["names"] = names
     out["folder"] = folder
     return out
@@ -79,15 +107,33 @@ def write_cifar10(root: Path, per_batch=4, n_test=5, seed=1) -> dict:
     train_x, train_y = [], []
     for i in range(1, 6):
         data, labels = _images(rng, per_batch), [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        _dump({b"batch_label": f"training batch {i} of 5".encode(), b"labels": labels, b"data": data,
-               b"filenames": [b"x.png"] * per_batch}, folder / f"data_batch_{i}", official_globals=True)
+        _dump(
+            {
+                b"batch_label": f"training batch {i} of 5".encode(),
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [b"x.png"] * per_batch,
+            },
+            folder / f"data_batch_{i}",
+            official_globals=True,
+        )
         train_x.append(data)
         train_y += labels
     test_x, test_y = _images(rng, n_test), [int(v) for v in rng.integers(0, 10, size=n_test)]
-    _dump({b"batch_label": b"testing batch 1 of 1", b"labels": test_y, b"data": test_x,
-           b"filenames": [b"x.png"] * n_test}, folder / "test_batch", official_globals=True)
-    _dump({b"num_cases_per_batch": per_batch, b"label_names": [n.encode() for n in CIFAR10_NAMES],
-           b"num_vis": 3072}, folder / "batches.meta")
+    _dump(
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": test_y,
+            b"data": test_x,
+            b"filenames": [b"x.png"] * n_test,
+        },
+        folder / "test_batch",
+        official_globals=True,
+    )
+    _dump(
+        {b"num_cases_per_batch": per_batch, b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072},
+        folder / "batches.meta",
+    )
     return {"folder": folder, "train": (np.concatenate(train_x), train_y), "test": (test_x, test_y)}
 
 
@@ -124,7 +170,7 @@ def test_cifar100_folder_and_archive(tmp_path, protocol):
         for train, split in ((True, "train"), (False, "test")):
             ds = load_cifar("cifar100", data_dir, train)
             check(ds, *w[split], w["names"])
-            assert (ds.mean, ds.std) == STATS["cifar100"]
+            assert (ds.mean, ds.std) == stats("cifar100")
     assert load_dataset("cifar100", arch_dir, False).num_classes == 100
 
 
@@ -139,7 +185,7 @@ def test_cifar10_official_globals_folder_and_xz(tmp_path):
         tr, te = load_cifar("cifar10", data_dir, True), load_cifar("cifar10", data_dir, False)
         check(tr, *w["train"], CIFAR10_NAMES)
         check(te, *w["test"], CIFAR10_NAMES)
-        assert (tr.mean, tr.std) == STATS["cifar10"]
+        assert (tr.mean, tr.std) == stats("cifar10")
 
 
 def test_archive_cache_written_reused_and_keyed(tmp_path, monkeypatch):
@@ -186,7 +232,6 @@ class _Payload:
 
 
 def _payloads(marker: Path):
-    import builtins
     return {
         "os.system": _Payload(os.system, f"touch {shlex.quote(str(marker))}"),
         "builtins.exec": _Payload(builtins.exec, f"open({str(marker)!r}, 'w').close()"),
@@ -275,9 +320,6 @@ def test_missing_cifar_message(tmp_path):
 
 
 def test_download_fetches_the_official_archive(tmp_path, monkeypatch):
-    import torchvision.datasets.utils as tvu
-    from torchvision.datasets import CIFAR10
-
     w = write_cifar10(tmp_path / "src")
     tiny = make_tar(w["folder"], tmp_path / "src" / "tiny.tar.gz")
     calls = []
@@ -309,11 +351,29 @@ def test_dataset_table():
     with pytest.raises(UserError) as e:
         load_dataset("imagenet22k", None, True)
     assert all(n in str(e.value) for n in DATASETS)
+    assert get_info("CIFAR-10") is DATASETS["cifar10"] and get_info("fmnist").title == "Fashion-MNIST"
+    with pytest.raises(UserError, match="image-folder"):
+        get_info("imagenet")
+
+
+def test_the_table_is_what_the_loaders_use():
+    """Title, class count and mean/std live once, in the table; the format descriptions read it."""
+    for name, spec in cifar_mod.SPECS.items():
+        assert spec.info is DATASETS[name]
+        assert (spec.title, spec.num_classes) == (DATASETS[name].title, DATASETS[name].num_classes)
+    assert len(fm_mod.CLASSES) == DATASETS["fashion-mnist"].num_classes
+    for info in DATASETS.values():
+        assert len(info.mean) == len(info.std) in (1, 3)
 
 
 def test_array_dataset_subset():
-    ds = ArrayDataset(torch.arange(5 * 3 * 4, dtype=torch.uint8).view(5, 3, 2, 2), torch.arange(5),
-                      ["a"] * 5, (0.1, 0.2, 0.3), (1.0, 1.0, 1.0))
+    ds = ArrayDataset(
+        torch.arange(5 * 3 * 4, dtype=torch.uint8).view(5, 3, 2, 2),
+        torch.arange(5),
+        ["a"] * 5,
+        (0.1, 0.2, 0.3),
+        (1.0, 1.0, 1.0),
+    )
     sub = ds.subset([4, 1])
     assert len(sub) == 2 and sub.labels.tolist() == [4, 1] and torch.equal(sub.images[0], ds.images[4])
     assert sub.mean == ds.mean and sub.classes == ds.classes
@@ -428,20 +488,112 @@ def test_real_cifar10(real_cifar10):
     assert train.classes == CIFAR10_NAMES and train.num_classes == 10
     assert train.labels.bincount().tolist() == [5000] * 10
     assert test.labels.bincount().tolist() == [1000] * 10
-    _stats_close(train, STATS["cifar10"])
+    _stats_close(train, stats("cifar10"))
     # the test split is not a copy of the training split
     assert not torch.equal(train.images[:10_000], test.images)
 
 
-@pytest.mark.skipif(not any(fm_mod.SYSTEM_DIR.glob("train-images-idx3-ubyte*")),
-                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not any(fm_mod.SYSTEM_DIR.glob("train-images-idx3-ubyte*")),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
 def test_real_fashion_mnist():
     train, test = load_fashion_mnist(None, True), load_dataset("fmnist", None, False)
     assert train.images.shape == (60_000, 1, 32, 32) and test.images.shape == (10_000, 1, 32, 32)
     assert train.labels.bincount().tolist() == [6000] * 10
     assert test.labels.bincount().tolist() == [1000] * 10
     assert int(train.images[:, :, :2].sum()) == 0 and int(train.images[:, :, :, 30:].sum()) == 0
-    _stats_close(train, STATS["fashion-mnist"])
+    _stats_close(train, stats("fashion-mnist"))
+
+
+# --------------------------------------------------------------------------- sharding
+
+
+def test_shard_indices_keeps_the_exact_order():
+    """Pinned values: resumed runs and N-process runs depend on this exact order."""
+    assert shard_indices(50, 1, 5, 1, 3, 4, True).tolist() == [
+        31,
+        40,
+        33,
+        28,
+        34,
+        38,
+        32,
+        46,
+        18,
+        37,
+        23,
+        2,
+        22,
+        20,
+        43,
+        4,
+    ]
+    assert shard_indices(50, 42, 0, 0, 2, 4, True).tolist() == [
+        48,
+        0,
+        25,
+        42,
+        45,
+        31,
+        4,
+        6,
+        37,
+        12,
+        29,
+        9,
+        24,
+        28,
+        10,
+        14,
+        15,
+        3,
+        27,
+        47,
+        1,
+        41,
+        22,
+        11,
+    ]
+    assert shard_indices(103, 2**31 - 1, 1, 7, 8, 4, True).tolist() == [45, 64, 4, 41, 40, 65, 25, 72, 78, 67, 43, 88]
+    assert shard_indices(7, 0, 1, 2, 3, 1, False).tolist() == [2, 5]
+
+
+@pytest.mark.parametrize("n,world,batch", [(50, 1, 4), (50, 3, 4), (103, 8, 4), (7, 2, 1), (1000, 4, 32)])
+def test_in_memory_and_folder_loaders_shard_alike(n, world, batch):
+    for seed, epoch in ((0, 0), (1, 3), (42, 7)):
+        perm = epoch_permutation(n, seed, epoch)
+        train, evals = [], []
+        for rank in range(world):
+            for is_train, seen in ((True, train), (False, evals)):
+                want = shard_indices(n, seed, epoch, rank, world, batch, is_train)
+                mem = InMemoryLoader(
+                    torch.zeros(n, 1, 1, 1, dtype=torch.uint8),
+                    torch.zeros(n, dtype=torch.int64),
+                    batch,
+                    train=is_train,
+                    seed=seed,
+                    rank=rank,
+                    world_size=world,
+                )
+                folder = ShardedSampler(n, batch, is_train, seed, rank, world)
+                mem.set_epoch(epoch)
+                folder.set_epoch(epoch)
+                assert torch.equal(mem.indices(), want) and torch.equal(folder.indices(), want)
+                assert [i for i, _ in folder] == want.tolist() and len(folder) == len(want)
+                seen.append(want)
+        steps = n // world // batch
+        assert all(len(t) == steps * batch for t in train)  # every rank runs the same number of steps
+        assert torch.equal(torch.cat(train).sort().values, perm[: steps * batch * world].sort().values)
+        assert torch.equal(torch.cat(evals).sort().values, torch.arange(n))  # each sample on exactly one rank
+
+
+def test_too_few_training_images_for_the_batches():
+    with pytest.raises(ValueError, match="too few"):
+        shard_indices(7, 0, 0, 0, 2, 4, True)
+    with pytest.raises(UserError, match="too few"):
+        ShardedSampler(7, 4, True, 0, 0, 2)
+    assert shard_indices(7, 0, 0, 1, 2, 4, False).tolist() == [1, 3, 5]
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -462,13 +614,13 @@ def test_random_crop_is_a_shifted_window_per_sample():
     padded = F.pad(x, (4, 4, 4, 4))
     offsets = set()
     for i in range(len(x)):  # per-sample reference: which of the 81 windows is it?
-        hits = [(a, b) for a in range(9) for b in range(9) if torch.equal(out[i], padded[i, :, a:a + 32, b:b + 32])]
+        hits = [(a, b) for a in range(9) for b in range(9) if torch.equal(out[i], padded[i, :, a : a + 32, b : b + 32])]
         assert len(hits) == 1, i
         offsets.add(hits[0])
     assert len(offsets) > 60  # offsets spread over the 81 possible ones
     # shift_crop against an explicit per-image crop
     dy, dx = torch.randint(0, 9, (256,), generator=_gen(2)), torch.randint(0, 9, (256,), generator=_gen(3))
-    ref = torch.stack([padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32] for i in range(256)])
+    ref = torch.stack([padded[i, :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32] for i in range(256)])
     assert torch.equal(shift_crop(x, 4, dy, dx), ref)
     # float batches crop identically
     assert torch.equal(random_crop(x.float(), 4, _gen(1)), out.float())
@@ -514,14 +666,15 @@ def test_augment_determinism_and_seeds():
 
 def test_normalize():
     x = _batch(4)
-    mean, std = STATS["cifar10"]
+    mean, std = stats("cifar10")
     y = normalize(x, mean, std, torch.float32)
     ref = (x.double() / 255 - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
-        std, dtype=torch.float64).view(1, 3, 1, 1)
+        std, dtype=torch.float64
+    ).view(1, 3, 1, 1)
     assert y.dtype == torch.float32 and torch.allclose(y.double(), ref, atol=1e-5)
     assert torch.allclose(normalize(x.float() / 255, mean, std).double(), ref, atol=1e-5)
     g = _batch(4, c=1)
-    m, s = STATS["fashion-mnist"]
+    m, s = stats("fashion-mnist")
     yg = normalize(g, m, s, torch.bfloat16)
     assert yg.shape == (4, 3, 32, 32) and yg.dtype == torch.bfloat16
     assert torch.equal(yg[:, 0], yg[:, 2])
@@ -537,20 +690,19 @@ def test_augment_cuda_matches_shapes_and_is_deterministic():
     out = random_crop(x, 4, _gen(2, "cuda")).cpu()
     padded = F.pad(x.cpu(), (4, 4, 4, 4))
     for i in range(0, 256, 17):
-        assert any(torch.equal(out[i], padded[i, :, p:p + 32, q:q + 32]) for p in range(9) for q in range(9))
+        assert any(torch.equal(out[i], padded[i, :, p : p + 32, q : q + 32]) for p in range(9) for q in range(9))
     with pytest.raises(ValueError, match="generator"):
         aug(x, _gen(1))
 
 
 def test_crop_size_takes_uniform_windows_of_the_padded_image():
-    from torchcls.data.augment import BatchAugment
-
     x = torch.arange(32 * 32).view(1, 1, 32, 32).repeat(4000, 1, 1, 1)
     y = BatchAugment(crop_padding=0, flip=False, crop_size=28)(x, torch.Generator().manual_seed(0))
     assert y.shape == (4000, 1, 28, 28)
     rows, cols = (y[:, 0, 0, 0] // 32), (y[:, 0, 0, 0] % 32)
     assert sorted(set(rows.tolist())) == [0, 1, 2, 3, 4] == sorted(set(cols.tolist()))
     # each window is a contiguous 28x28 block of the source
-    assert torch.equal(y[:, 0] - y[:, 0, :1, :1], (torch.arange(28)[:, None] * 32 + torch.arange(28)).expand(4000, 28, 28))
+    block = (torch.arange(28)[:, None] * 32 + torch.arange(28)).expand(4000, 28, 28)
+    assert torch.equal(y[:, 0] - y[:, 0, :1, :1], block)
     with_pad = BatchAugment(crop_padding=2, flip=False, crop_size=28)(x + 1, torch.Generator().manual_seed(1))
     assert (with_pad == 0).any()  # offsets reach into the zero padding (the source has no zeros)

@@ -2,13 +2,14 @@
 
 Each run is tiny (a few steps) but goes through the whole path: torchrun's environment,
 init_distributed, DDP, sharded loaders, all-reduced metrics, rank-0-only outputs, restarts.
-TORCHCLS_TEST_DUMP_WEIGHTS makes every rank save its final weights and metrics to compare them.
+tests/launch.py --dump-weights makes every rank save its final weights and metrics to compare them.
 
 BatchNorm: with per-process batches each rank normalises with its own half of the batch, so a
 2x16 run is not a 1x32 run for a network with BatchNorm, and SyncBatchNorm works only on GPUs.
 The equality with one process is therefore checked on AlexNet (CIFAR variant: no BatchNorm, no
 dropout); for a BatchNorm network the ranks must still hold identical weights.
 """
+
 import json
 import os
 import subprocess
@@ -18,23 +19,68 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests._data import needs_fmnist
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-from tests._data import needs_fmnist
-COMMON = ["--epochs", "1", "--threads", "1", "--amp", "off", "--seed", "0", "--tensorboard", "off",
-          "--plot", "off", "--lr", "0.01", "--log-interval", "1000"]
-FMNIST_ARGS = ["--dataset", "fashion-mnist", "--train-subset", "256", "--test-subset", "200",
-               "--train-batch", "64", "--test-batch", "100"]
+LAUNCH = ROOT / "tests" / "launch.py"
+
+COMMON = [
+    "--epochs",
+    "1",
+    "--threads",
+    "1",
+    "--amp",
+    "off",
+    "--seed",
+    "0",
+    "--tensorboard",
+    "off",
+    "--plot",
+    "off",
+    "--lr",
+    "0.01",
+    "--log-interval",
+    "1000",
+]
+FMNIST_ARGS = [
+    "--dataset",
+    "fashion-mnist",
+    "--train-subset",
+    "256",
+    "--test-subset",
+    "200",
+    "--train-batch",
+    "64",
+    "--test-batch",
+    "100",
+]
 
 
-def run(args, tmp: Path, name: str, nproc: int, extra_env=None, torchrun_args=()):
-    """Train with `nproc` torchrun processes (1: plain `python -m torchcls`); return (output, run dir, dump)."""
+def run(args, tmp: Path, name: str, nproc: int, faults=(), torchrun_args=()):
+    """Train with `nproc` torchrun processes (1: plain python) through tests/launch.py, which runs the
+    real CLI with `faults` injected; return (output, run dir, dump)."""
     run_dir, dump = tmp / name, tmp / f"{name}-dump"
-    env = {**os.environ, "TORCHCLS_TEST_DUMP_WEIGHTS": str(dump), "OMP_NUM_THREADS": "1", **(extra_env or {})}
-    launcher = ([str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", *torchrun_args, "-m"]
-                if nproc > 1 else [sys.executable, "-m"])
-    p = subprocess.run([*launcher, "torchcls", "train", *COMMON, *args, "-c", str(run_dir)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = (
+        [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", *torchrun_args]
+        if nproc > 1
+        else [sys.executable]
+    )
+    cmd = [
+        *launcher,
+        str(LAUNCH),
+        "--dump-weights",
+        str(dump),
+        *faults,
+        "--",
+        "train",
+        *COMMON,
+        *args,
+        "-c",
+        str(run_dir),
+    ]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-4000:]
     return out, run_dir, dump
@@ -64,9 +110,28 @@ def check_two_ranks_equal_one_process(two, one, out2, run2):
 
 def test_folder_two_processes_equal_one(woof, tmp_path):
     # crops and flips are drawn per sample from (seed, epoch, index), so they are the same in both runs
-    args = ["-a", "alexnet", "--dataset", "imagenet", "--data", str(woof), "--train-subset", "128",
-            "--train-batch", "32", "--test-batch", "50", "--train-size", "32", "--val-size", "32",
-            "--val-resize", "36", "-j", "1"]
+    args = [
+        "-a",
+        "alexnet",
+        "--dataset",
+        "imagenet",
+        "--data",
+        str(woof),
+        "--train-subset",
+        "128",
+        "--train-batch",
+        "32",
+        "--test-batch",
+        "50",
+        "--train-size",
+        "32",
+        "--val-size",
+        "32",
+        "--val-resize",
+        "36",
+        "-j",
+        "1",
+    ]
     out2, run2, dump2 = run(args, tmp_path, "two", 2)
     _, _, dump1 = run(args, tmp_path, "one", 1)
     assert "batch 32 global (16 per process)" in out2 and "x 2 processes" in out2
@@ -98,8 +163,9 @@ def test_batchnorm_ranks_agree_and_sync_bn_on_cpu_is_refused(tmp_path):
 def test_restarted_job_resumes_from_its_last_checkpoint(tmp_path):
     """The last rank dies after epoch 1; torchrun restarts both, and --resume auto carries on at epoch 2."""
     args = ["-a", "alexnet", *FMNIST_ARGS, "--resume", "auto", "--epochs", "2"]
-    out, run_dir, dump = run(args, tmp_path, "ft", 2,
-                             extra_env={"TORCHCLS_TEST_CRASH_AFTER_EPOCH": "1"}, torchrun_args=["--max-restarts=1"])
+    out, run_dir, dump = run(
+        args, tmp_path, "ft", 2, faults=["--crash-after-epoch", "1"], torchrun_args=["--max-restarts=1"]
+    )
     assert "rank 1 exits on purpose" in out
     assert "no checkpoint in" in out and "resumed from" in out and "at epoch 1" in out
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

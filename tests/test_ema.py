@@ -1,14 +1,22 @@
 """Weight averaging (--ema-decay): the average's arithmetic, its use in evaluation, exact resume."""
+
+import json
+import shlex
+
 import pytest
 import torch
 import torch.nn as nn
 
-from torchcls.engine.checkpoint import safe_load
-from torchcls.engine.ema import ModelEma
-from torchcls.engine.train import train
-
 from tests._data import needs_fmnist
 from tests.test_train import TINY, assert_same_weights, cfg_of, stop_after_first_epoch_then_resume
+from torchcls.cli import main
+from torchcls.data.build import build_data
+from torchcls.engine.checkpoint import safe_load
+from torchcls.engine.ema import ModelEma
+from torchcls.engine.evaluate import evaluate
+from torchcls.engine.setup import resolve_amp
+from torchcls.engine.train import train
+from torchcls.models import create_model
 
 
 def test_ema_arithmetic_warmup_and_interval():
@@ -50,28 +58,27 @@ def test_ema_is_saved_evaluated_and_resumed_exactly(tmp_path):
     assert (tmp_path / "full/log.txt").read_text() == (run / "log.txt").read_text()
 
     # what was logged is the average's accuracy: evaluating the saved average the same way agrees
-    import json
 
-    from torchcls.data.build import build_data
-    from torchcls.engine.evaluate import evaluate
-    from torchcls.engine.train import resolve_amp
-    from torchcls.models import create_model
     cfg = cfg_of(cmd, tmp_path / "unused")
     cpu = torch.device("cpu")
     data = build_data(cfg, 3, 0, 1, cpu)
     last = json.loads((tmp_path / "full/metrics.jsonl").read_text().splitlines()[-1])
     net = create_model("resnet20", num_classes=10)
     net.load_state_dict(full["ema"]["state_dict"])
-    res = evaluate(net.to(memory_format=torch.channels_last), data.select, mean=data.mean, std=data.std, device=cpu,
-                   amp_dtype=resolve_amp(cfg, cpu), channels_last=True)
+    res = evaluate(
+        net.to(memory_format=torch.channels_last),
+        data.select,
+        mean=data.mean,
+        std=data.std,
+        device=cpu,
+        amp_dtype=resolve_amp(cfg.amp, cpu),
+        channels_last=True,
+    )
     assert abs(res["top1"] - last["valid_acc"]) < 0.2  # the same images right (one image is 0.39%)
 
 
 @needs_fmnist
 def test_resuming_an_ema_run_without_ema_is_refused(tmp_path, capsys):
-    import shlex
-
-    from torchcls.cli import main
 
     run = tmp_path / "run"
     cmd = TINY.replace("--epochs 2", "--epochs 1") + " --ema-decay 0.9"

@@ -1,12 +1,18 @@
 """ImageNet-style folders: scanning, decoding odd files, preprocessing, the imagenet.py flags."""
+
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
+from torchvision import transforms
 
-from torchcls.cli import build_parser, config_from_args, main
+from tests._data import needs_woof
+from torchcls.cli import build_parser, main
+from torchcls.commands.train import config_from_args
 from torchcls.data.folder import (
     FolderDataset,
     FolderLoader,
@@ -16,8 +22,8 @@ from torchcls.data.folder import (
     scan_folder,
     to_uint8_tensor,
 )
-
-from tests._data import needs_woof
+from torchcls.engine.setup import build_model
+from torchcls.models.imagenet.torchvision_models import default_weights_file
 
 
 def noise_image(w, h, seed, mode="RGB"):
@@ -91,8 +97,6 @@ def test_random_resized_crop_box_stays_inside_and_varies():
 
 
 def test_eval_transform_equals_torchvision_resize_centercrop():
-    from torchvision import transforms
-
     tv = transforms.Compose([transforms.Resize(73), transforms.CenterCrop(64), transforms.PILToTensor()])
     for w, h in ((320, 240), (240, 333), (100, 100)):
         img = noise_image(w, h, seed=w)
@@ -110,7 +114,7 @@ def test_loader_shards_and_workers_give_the_same_batches(odd_folder):
     assert sum(len(y) for _, y in batches) == 14 and len(one.take_skipped()) == 2
     worker = FolderLoader(train, 4, train=True, rank=0, world_size=1, workers=1, **kw)
     worker.set_epoch(2)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, worker.iterate()))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, worker.iterate(), strict=True))
     resumed = list(worker.iterate(start_batch=2))
     assert len(resumed) == 2 and torch.equal(resumed[0][0], batches[2][0])
     # evaluation: every image on exactly one rank, nothing padded
@@ -127,9 +131,36 @@ def run_cli(args, capsys):
     return code, out.out + out.err
 
 
-TINY = ["-a", "resnet18", "--dataset", "imagenet", "--epochs", "1", "--train-batch", "8", "--test-batch", "8",
-        "--train-size", "32", "--val-size", "32", "--val-resize", "36", "--threads", "1", "--amp", "off",
-        "--seed", "0", "--tensorboard", "off", "--plot", "off", "--lr", "0.01"]
+TINY = [
+    "-a",
+    "resnet18",
+    "--dataset",
+    "imagenet",
+    "--epochs",
+    "1",
+    "--train-batch",
+    "8",
+    "--test-batch",
+    "8",
+    "--train-size",
+    "32",
+    "--val-size",
+    "32",
+    "--val-resize",
+    "36",
+    "--threads",
+    "1",
+    "--amp",
+    "off",
+    "--seed",
+    "0",
+    "--tensorboard",
+    "off",
+    "--plot",
+    "off",
+    "--lr",
+    "0.01",
+]
 
 
 def test_training_skips_unreadable_files_and_names_them(odd_folder, tmp_path, capsys):
@@ -143,11 +174,14 @@ def test_training_skips_unreadable_files_and_names_them(odd_folder, tmp_path, ca
     assert res["dataset"] == "imagenet" and res["count"] == 4
 
 
-@pytest.mark.parametrize("breakage,message", [
-    ("empty_class", "holds no image files"),
-    ("val_mismatch", "differ from those of train/"),
-    ("no_val", "has no val/ folder"),
-])
+@pytest.mark.parametrize(
+    "breakage,message",
+    [
+        ("empty_class", "holds no image files"),
+        ("val_mismatch", "differ from those of train/"),
+        ("no_val", "has no val/ folder"),
+    ],
+)
 def test_bad_folders_are_one_line_errors(tmp_path, capsys, breakage, message):
     root = make_folder(tmp_path / "bad", n_train=2, n_val=1)
     if breakage == "empty_class":
@@ -156,36 +190,34 @@ def test_bad_folders_are_one_line_errors(tmp_path, capsys, breakage, message):
     elif breakage == "val_mismatch":
         (root / "val" / "bee").rename(root / "val" / "bear")
     else:
-        import shutil
-
         shutil.rmtree(root / "val")
     code, out = run_cli([*TINY, "--data-dir", str(root), "-j", "0", "-c", str(tmp_path / "run")], capsys)
     assert code == 2 and message in out and "Traceback" not in out
 
 
 def test_imagenet_defaults_and_flags():
-    parse = lambda *a: config_from_args(build_parser().parse_args(["train", *a]))
+    def parse(*a):
+        return config_from_args(build_parser().parse_args(["train", *a]))
+
     cfg = parse("-a", "resnext50", "--base-width", "4", "--cardinality", "32", "--data", "/x", "-d", "imagenet")
     assert (cfg.train_batch, cfg.test_batch, cfg.weight_decay, cfg.epochs) == (256, 200, 1e-4, 90)
     assert cfg.data_dir == "/x" and cfg.dataset == "imagenet"
     assert (cfg.train_size, cfg.val_size, cfg.val_resize) == (224, 224, 256)
     cfg = parse("-a", "resnet18", "-d", "imagefolder", "--epochs", "3", "--wd", "5e-4", "--train-batch", "64")
     assert (cfg.dataset, cfg.epochs, cfg.weight_decay, cfg.train_batch, cfg.test_batch) == (
-        "imagenet", 3, 5e-4, 64, 200)
+        "imagenet",
+        3,
+        5e-4,
+        64,
+        200,
+    )
     cfg = parse("-a", "resnet20", "-d", "cifar10")  # the in-memory sets keep cifar.py's defaults
     assert (cfg.train_batch, cfg.weight_decay, cfg.epochs) == (128, 5e-4, 300)
-    from torchcls.engine.train import build_model
-
     cfg = parse("-a", "resnext50", "--base-width", "4", "--cardinality", "32", "-d", "imagenet")
     assert sum(p.numel() for p in build_model(cfg, 1000).parameters()) == 25_028_904  # ResNeXt-50 32x4d
 
 
 def test_pretrained_reads_the_local_cache_only(tmp_path, monkeypatch, capsys):
-    import torchvision
-
-    from torchcls.engine.train import build_model
-    from torchcls.models.imagenet.torchvision_models import default_weights_file
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     code, out = run_cli([*TINY, "--data", str(tmp_path), "--pretrained"], capsys)
     assert code == 2 and "not in the local torch hub cache" in out and "resnet18-" in out

@@ -1,10 +1,20 @@
 """The model zoo: exact parameter counts (the reference implementations'), shapes, gradients."""
 
+import inspect
+import os
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
+import torchvision
 
+from torchcls.errors import UserError
 from torchcls.models import create_model, get_entry, list_models
+from torchcls.models.imagenet.pretrained import load_pretrained
+from torchcls.models.imagenet.resnext import resnet18
+from torchcls.models.imagenet.torchvision_models import default_weights_file
+from torchcls.models.weights import clean_state_dict, load_model_weights, safe_torch_load
 
 # name -> parameter count with num_classes=10 (the table of issue 2)
 CIFAR_COUNTS = {
@@ -84,8 +94,6 @@ def test_imagenet_model(name):
 
 
 def test_resnext50_matches_torchvision_layout():
-    import torchvision
-
     ours = create_model("resnext50_32x4d", num_classes=1000)
     ref = torchvision.models.resnext50_32x4d()
     assert n_params(ours) == n_params(ref)
@@ -99,14 +107,17 @@ def test_torchvision_namespace():
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, 5)
 
 
-@pytest.mark.parametrize("family,kwargs,rule", [
-    ("resnet", dict(depth=21), "6n+2"),
-    ("resnet", dict(depth=21, block_name="Bottleneck"), "9n+2"),
-    ("preresnet", dict(depth=100), "6n+2"),
-    ("wrn", dict(depth=27, widen_factor=10), "6n+4"),
-    ("densenet", dict(depth=101, growth_rate=12), "6n+4"),
-    ("resnext", dict(depth=30, cardinality=8), "9n+2"),
-])
+@pytest.mark.parametrize(
+    "family,kwargs,rule",
+    [
+        ("resnet", dict(depth=21), "6n+2"),
+        ("resnet", dict(depth=21, block_name="Bottleneck"), "9n+2"),
+        ("preresnet", dict(depth=100), "6n+2"),
+        ("wrn", dict(depth=27, widen_factor=10), "6n+4"),
+        ("densenet", dict(depth=101, growth_rate=12), "6n+4"),
+        ("resnext", dict(depth=30, cardinality=8), "9n+2"),
+    ],
+)
 def test_depth_rule_errors(family, kwargs, rule):
     with pytest.raises(ValueError) as err:
         create_model(family, num_classes=10, **kwargs)
@@ -119,14 +130,17 @@ def test_depth_error_names_neighbours():
         create_model("resnet", depth=21)
 
 
-@pytest.mark.parametrize("family,kwargs,equals", [
-    ("resnet", dict(depth=110), "resnet110"),
-    ("resnet", dict(depth=164, block_name="Bottleneck"), "resnet164"),
-    ("preresnet", dict(depth=110), "preresnet110"),
-    ("wrn", dict(depth=28, widen_factor=10, drop_rate=0.3), "wrn28_10"),
-    ("resnext", dict(depth=29, cardinality=16, widen_factor=4), "resnext29_16x64d"),
-    ("densenet", dict(depth=100, growth_rate=12, compression_rate=2), "densenet_bc_100_12"),
-])
+@pytest.mark.parametrize(
+    "family,kwargs,equals",
+    [
+        ("resnet", dict(depth=110), "resnet110"),
+        ("resnet", dict(depth=164, block_name="Bottleneck"), "resnet164"),
+        ("preresnet", dict(depth=110), "preresnet110"),
+        ("wrn", dict(depth=28, widen_factor=10, drop_rate=0.3), "wrn28_10"),
+        ("resnext", dict(depth=29, cardinality=16, widen_factor=4), "resnext29_16x64d"),
+        ("densenet", dict(depth=100, growth_rate=12, compression_rate=2), "densenet_bc_100_12"),
+    ],
+)
 def test_family_builders_match_rows(family, kwargs, equals):
     assert n_params(create_model(family, **kwargs)) == CIFAR_COUNTS[equals]
 
@@ -138,3 +152,76 @@ def test_unknown_model_and_kwarg():
         create_model("resnet20", widen_factor=3)
     with pytest.raises(ValueError, match="num_classes"):
         create_model("resnet20", num_classes=0)
+
+
+def test_default_class_count_is_the_entrys_imagenet_1000_cifar_10():
+    model = create_model("resnet18")  # ImageNet-sized: torchvision's 1,000 classes and parameter count
+    assert model.fc.out_features == 1000 and n_params(model) == 11_689_512
+    assert n_params(model) == n_params(torchvision.models.resnet18())
+    assert n_params(resnet18()) == 11_689_512  # the builder called directly agrees
+    assert create_model("resnet20").fc.out_features == 10  # CIFAR-sized: 10
+    assert n_params(create_model("resnet20")) == CIFAR_COUNTS["resnet20"]
+    assert get_entry("resnet18").num_classes == 1000 and get_entry("resnet20").num_classes == 10
+
+
+def test_explicit_num_classes_wins_over_the_default():
+    assert create_model("resnet18", num_classes=10).fc.out_features == 10
+    assert create_model("resnet20", num_classes=1000).fc.out_features == 1000
+    assert create_model("resnet18", num_classes=None).fc.out_features == 1000
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.0, "10", True])
+def test_invalid_num_classes_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        create_model("resnet18", num_classes=bad)
+
+
+def test_every_builders_own_default_is_its_entrys():
+    """Called directly (resnet18()), a builder gives the class count create_model gives."""
+    for name in list_models(include_families=True):
+        entry = get_entry(name)
+        default = inspect.signature(entry.fn).parameters["num_classes"].default
+        assert default == entry.num_classes == {"cifar": 10, "imagenet": 1000}[entry.dataset], name
+
+
+class _Payload:
+    def __reduce__(self):
+        return os.getcwd, ()
+
+
+def test_weights_load_safely_strip_prefixes_and_name_misfits(tmp_path):
+    net = nn.Sequential(nn.Linear(3, 4))
+    state = {f"module._orig_mod.{k}": v for k, v in net.state_dict().items()}
+    assert list(clean_state_dict(state)) == ["0.weight", "0.bias"]
+    torch.save(state, tmp_path / "w.pt")
+    other = nn.Sequential(nn.Linear(3, 4))
+    load_model_weights(other, safe_torch_load(tmp_path / "w.pt"), "w.pt")
+    assert torch.equal(other[0].weight, net[0].weight)
+    with pytest.raises(UserError, match="w.pt does not fit this model: 0.weight has shape"):
+        load_model_weights(nn.Sequential(nn.Linear(3, 5)), state, "w.pt")
+    with pytest.raises(UserError, match="missing"):
+        load_model_weights(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 4)), state, "w.pt")
+    torch.save({"x": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="was refused.*getcwd") as err:
+        safe_torch_load(tmp_path / "evil.pt", "weights file")
+    assert "weights_only" not in str(err.value)  # torch's advice to turn the check off is not passed on
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "w.pt").read_bytes()[:40])
+    with pytest.raises(UserError, match="cut.pt is unreadable"):
+        safe_torch_load(tmp_path / "cut.pt")
+
+
+def test_pretrained_resnet18_from_the_cache_keeps_or_replaces_the_head(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = Path(default_weights_file("resnet18"))
+    path.parent.mkdir(parents=True)
+    ref = torchvision.models.resnet18().state_dict()
+    torch.save(ref, path)
+    model = create_model("resnet18")
+    assert load_pretrained(model, "resnet18", {}, 1000) == str(path)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in ref.items())
+    model = create_model("resnet18", num_classes=7)
+    load_pretrained(model, "resnet18", {}, 7)
+    assert model.fc.out_features == 7 and torch.equal(model.conv1.weight, ref["conv1.weight"])
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UserError, match="--pretrained: torchvision's weights file .* is unreadable"):
+        load_pretrained(create_model("resnet18"), "resnet18", {}, 1000)

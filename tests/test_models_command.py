@@ -1,4 +1,5 @@
 """`torchcls models`: parameter and FLOP rows, the output formats, tv_ pretrained weights."""
+
 import argparse
 import csv
 import io
@@ -8,9 +9,11 @@ import os
 import pytest
 import torch
 import torch.nn as nn
+import torchvision
 
+from torchcls.cli import main
+from torchcls.commands import models as summary
 from torchcls.models import create_model, list_models
-from torchcls.models import summary
 
 SMALL = ["resnet20", "pnasnet_a"]
 
@@ -56,11 +59,17 @@ def test_meta_count_equals_a_real_run():
 
 def test_falls_back_to_a_real_run(monkeypatch):
     """A model that cannot be built or run on the meta device is counted on the CPU."""
-    def no_meta():
-        raise NotImplementedError("Cannot copy out of meta tensor; no data!")
+    count, devices = summary._count, []
 
-    monkeypatch.setattr(summary, "_parameters_on_meta", no_meta)
+    def no_meta(model, size, device):
+        devices.append(device)
+        if device == "meta":
+            raise NotImplementedError("Cannot copy out of meta tensor; no data!")
+        return count(model, size, device)
+
+    monkeypatch.setattr(summary, "_count", no_meta)
     assert summary.count_model("resnet20") == (272_474, RESNET20_FLOPS)
+    assert devices == ["meta", "cpu"]
 
 
 def test_imagenet_row():
@@ -77,7 +86,7 @@ def test_csv_round_trip(rows):
     parsed = list(csv.DictReader(io.StringIO(summary.format_table(rows, "csv"))))
     assert [r["name"] for r in parsed] == SMALL
     assert list(parsed[0]) == list(summary.COLUMNS)
-    for got, want in zip(parsed, rows):
+    for got, want in zip(parsed, rows, strict=True):
         assert int(got["params"]) == want["params"]
         assert float(got["gflops"]) == want["gflops"]
 
@@ -112,22 +121,23 @@ def test_run_command(capsys):
     assert code == 0 and [r["name"] for r in json.loads(out.out)] == ["resnet20"]
     code, out = _run(["resnet20"], capsys)
     assert code == 0 and "FlopCounterMode" in out.out and "resnet20" in out.out
-    code, out = _run(["resnet21"], capsys)
-    assert code == 2 and "unknown model" in out.err
+    assert main(["models", "resnet21"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("torchcls: error: unknown model") and len(err.strip().splitlines()) == 1
 
 
 def test_default_names_leave_out_torchvision():
     names = summary.default_names()
     assert "resnet20" in names and "resnet18" in names
     assert not any(n.startswith("tv_") for n in names)
-    assert all(not n.startswith("tv_") and n in list_models("imagenet")
-               for n in summary.default_names(dataset="imagenet"))
+    assert all(
+        not n.startswith("tv_") and n in list_models("imagenet") for n in summary.default_names(dataset="imagenet")
+    )
     assert any(n.startswith("tv_") for n in summary.default_names(include_torchvision=True))
 
 
 def test_tv_pretrained_from_local_cache(tmp_path, monkeypatch):
     """pretrained=True loads the cached default weights, never downloads, and swaps the head."""
-    import torchvision
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(ValueError, match="checkpoints"):

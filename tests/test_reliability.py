@@ -4,6 +4,7 @@ signals). docs/RELIABILITY.md is the table of what these tests show.
 
 Every run here is tiny (384 Fashion-MNIST images, ResNet-20, one thread) so the file stays fast.
 """
+
 import hashlib
 import json
 import os
@@ -22,19 +23,24 @@ import pytest
 import torch
 import torch.nn as nn
 
-from torchcls.cli import main
+from tests._data import needs_fmnist
+from torchcls.cli import build_parser, main
+from torchcls.commands.train import config_from_args
 from torchcls.engine import checkpoint as ckpt_io
 from torchcls.engine.checkpoint import safe_load
-
-from tests._data import needs_fmnist
+from torchcls.engine.train import train
+from torchcls.errors import UserError
 
 pytestmark = needs_fmnist
 
 # cosine: the rate changes every step, so a resume that gets the schedule position wrong shows
-ARGS = ("-a resnet20 --dataset fashion-mnist --train-subset 384 --test-subset 256 --train-batch 64 "
-        "--test-batch 256 --epochs 2 --lr 0.05 --lr-schedule cosine --manualSeed 3 --plot off "
-        "--tensorboard off --threads 1 --amp off --log-interval 0")
+ARGS = (
+    "-a resnet20 --dataset fashion-mnist --train-subset 384 --test-subset 256 --train-batch 64 "
+    "--test-batch 256 --epochs 2 --lr 0.05 --lr-schedule cosine --manualSeed 3 --plot off "
+    "--tensorboard off --threads 1 --amp off --log-interval 0"
+)
 STEPS = 6  # 384 images / batch 64
+LAUNCH = Path(__file__).resolve().parent / "launch.py"
 CrossEntropyLoss = nn.CrossEntropyLoss  # the real one, before any test patches it
 
 
@@ -57,11 +63,28 @@ def assert_all_checkpoints_load(run: Path):
 class Run:
     """`python -m torchcls train ARGS -c RUN ...` in a subprocess; its output read as it comes."""
 
-    def __init__(self, run: Path, extra: str = "", args: str = ARGS, env: dict | None = None, **popen):
-        cmd = [sys.executable, "-m", "torchcls", "train", *shlex.split(args), "-c", str(run), *shlex.split(extra)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                                     cwd=run.parent, **popen)
+    def __init__(self, run: Path, extra: str = "", args: str = ARGS, env: dict | None = None, faults=(), **popen):
+        # tests/launch.py runs the real CLI, with `faults` injected from outside the package
+        cmd = [
+            sys.executable,
+            str(LAUNCH),
+            *faults,
+            "--",
+            "train",
+            *shlex.split(args),
+            "-c",
+            str(run),
+            *shlex.split(extra),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=run.parent,
+            **popen,
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -147,7 +170,7 @@ def test_sigkill_during_epoch_evaluation_and_checkpoint_write_then_resume_auto(t
     assert_all_checkpoints_load(run)
 
     # (c) killed while epoch 2's checkpoint is being written (its temporary file exists)
-    r = Run(run, "--resume auto", env={ckpt_io.SLOW_SAVE_ENV: "60"})
+    r = Run(run, "--resume auto", faults=["--slow-save", "60"])
     tmp_glob = ".checkpoint.pth.tar.*.tmp"
     r.wait_for(lambda: any(run.glob(tmp_glob)))
     r.proc.kill()
@@ -216,8 +239,6 @@ def test_sigint_and_sigterm_write_mid_epoch_checkpoints_that_resume_exactly(tmp_
 
 
 def _crash_after_first_epoch(run: Path, args: str = ARGS):
-    from torchcls.cli import build_parser, config_from_args
-    from torchcls.engine.train import train
 
     class Crash(Exception):
         pass
@@ -235,6 +256,7 @@ def _file_size_limit(limit: int):
     def apply():  # in the child: writes past `limit` bytes fail with EFBIG instead of killing it
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -308,8 +330,7 @@ def test_skip_nonfinite_tolerates_n_steps_per_epoch(tmp_path, monkeypatch, capsy
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped_steps"] for r in rows] == [2, 1]
     ck = safe_load(run / "checkpoint.pth.tar")
-    assert ck["epoch"] == 2 and all(torch.isfinite(v).all() for v in ck["state_dict"].values()
-                                    if v.is_floating_point())
+    assert ck["epoch"] == 2 and all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
     # one fewer tolerated: the second bad step of epoch 1 stops the run
     _nan_loss_at(monkeypatch, {3, 5})
     capsys.readouterr()
@@ -336,8 +357,6 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
-
-
 
 
 def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, reference, capsys):
@@ -377,9 +396,13 @@ def test_truncated_empty_and_foreign_checkpoints_are_one_line_errors(tmp_path, r
     garbage.write_bytes(b"not a checkpoint" * 256)
     noweights = tmp_path / "noweights.pth.tar"
     torch.save({"weights": torch.ones(2)}, noweights)
-    cases = [(trunc, "unreadable (truncated or corrupt)"), (empty, "is empty (0 bytes)"),
-             (garbage, "is not a PyTorch checkpoint"), (noweights, "no 'state_dict' key"),
-             (tmp_path / "missing.pth.tar", "does not exist")]
+    cases = [
+        (trunc, "unreadable (truncated or corrupt)"),
+        (empty, "is empty (0 bytes)"),
+        (garbage, "is not a PyTorch checkpoint"),
+        (noweights, "no 'state_dict' key"),
+        (tmp_path / "missing.pth.tar", "does not exist"),
+    ]
     for path, needle in cases:
         assert needle in one_error(capsys, main(["eval", str(path)])), path
         err = one_error(capsys, main(["train", *shlex.split(ARGS), "-c", str(tmp_path / "r"), "--resume", str(path)]))
@@ -395,13 +418,26 @@ def test_truncated_empty_and_foreign_checkpoints_are_one_line_errors(tmp_path, r
 
 def test_checkpoint_of_another_architecture_or_class_count(tmp_path, reference, capsys):
     ref = reference / "checkpoint.pth.tar"
-    err = one_error(capsys, main(["train", *shlex.split(ARGS.replace("-a resnet20", "-a resnet32")),
-                                  "-c", str(tmp_path / "r"), "--resume", str(ref)]))
+    err = one_error(
+        capsys,
+        main(
+            [
+                "train",
+                *shlex.split(ARGS.replace("-a resnet20", "-a resnet32")),
+                "-c",
+                str(tmp_path / "r"),
+                "--resume",
+                str(ref),
+            ]
+        ),
+    )
     assert "holds a resnet20 model but this run is -a resnet32" in err
     # the same checkpoint with a 100-class head
     state = safe_load(ref)
-    wide = {k: (torch.zeros(100, *v.shape[1:]) if v.ndim and v.shape[0] == 10 else v)
-            for k, v in state["state_dict"].items()}
+    wide = {
+        k: (torch.zeros(100, *v.shape[1:]) if v.ndim and v.shape[0] == 10 else v)
+        for k, v in state["state_dict"].items()
+    }
     assert sum(1 for k in wide if wide[k].shape != state["state_dict"][k].shape) == 2  # fc weight and bias
     c100 = tmp_path / "c100.pth.tar"
     torch.save({**state, "state_dict": wide, "num_classes": 100}, c100)
@@ -445,8 +481,20 @@ def test_readers_always_see_a_complete_checkpoint_while_training_writes(tmp_path
     run.mkdir()
     stop = tmp_path / "stop"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    readers = [subprocess.Popen([sys.executable, "-c", READER, str(run / "checkpoint.pth.tar"), str(stop),
-                                 str(tmp_path / f"reader{i}.json")], env=env) for i in range(2)]
+    readers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                READER,
+                str(run / "checkpoint.pth.tar"),
+                str(stop),
+                str(tmp_path / f"reader{i}.json"),
+            ],
+            env=env,
+        )
+        for i in range(2)
+    ]
     try:
         deadline = time.monotonic() + 60
         while not all((tmp_path / f"reader{i}.ready").exists() for i in range(2)):
@@ -467,7 +515,6 @@ def test_readers_always_see_a_complete_checkpoint_while_training_writes(tmp_path
 
 def _race(path: Path, state: dict, write, seconds: float) -> tuple[int, int]:
     """Read `path` with safe_load in a loop while a thread rewrites it with `write`."""
-    from torchcls.errors import UserError
 
     ckpt_io.atomic_save(state, path)
     stop = threading.Event()
@@ -475,6 +522,7 @@ def _race(path: Path, state: dict, write, seconds: float) -> tuple[int, int]:
     def writer():
         while not stop.is_set():
             write(state, path)
+
     t = threading.Thread(target=writer)
     t.start()
     ok = bad = 0

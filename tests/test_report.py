@@ -1,4 +1,5 @@
 """Progress output and plots: plain, periodic lines when output is not a terminal; never a flood."""
+
 import io
 import json
 
@@ -23,8 +24,10 @@ def test_progress_in_a_pipe_prints_plain_periodic_lines():
 
 
 def test_plot_skips_a_line_cut_by_a_crash(tmp_path):
-    rows = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "train_acc": 50 + e, "valid_acc": 48 + e}
-            for e in (1, 2, 3)]
+    rows = [
+        {"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "train_acc": 50 + e, "valid_acc": 48 + e}
+        for e in (1, 2, 3)
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"epoch": 4, "tr')
     assert len(read_metrics(tmp_path / "metrics.jsonl")) == 3
     png = plot_run(tmp_path)

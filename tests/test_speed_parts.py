@@ -1,22 +1,25 @@
 """The parts of the fast recipes: SpeedNet's data-set whitening, shift test-time augmentation, the
 bias learning-rate scale, the allocator setting and compile_model."""
+
 import copy
 import json
 import shlex
 
 import pytest
 import torch
+import torch._inductor.config as inductor_config  # tests may look inside; the package does not
 import torch.nn as nn
+from torch._inductor.utils import run_and_get_code
 
+import torchcls.engine.train as train_mod
+from tests._data import needs_fmnist
 from torchcls.cli import main
 from torchcls.config import TrainConfig
 from torchcls.engine.checkpoint import safe_load
 from torchcls.engine.evaluate import _shift, evaluate, tta_logits
 from torchcls.engine.optim import build_optimizer
-from torchcls.engine.runtime import malloc_state, tune_malloc
+from torchcls.engine.runtime import TWO_STEP_VARIANCE_THRESHOLD, compile_model, malloc_state, tune_malloc
 from torchcls.models import create_model
-
-from tests._data import needs_fmnist
 
 
 def test_whitening_decorrelates_2x2_patches():
@@ -78,8 +81,9 @@ def test_evaluate_with_shift_tta_counts_every_image():
     net = create_model("resnet20").eval()
     images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (10,))
-    res = evaluate(net, [(images, labels)], mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"),
-                   tta_flip=True, tta_shift=2)
+    res = evaluate(
+        net, [(images, labels)], mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"), tta_flip=True, tta_shift=2
+    )
     assert res["count"] == 10 and 0.0 <= res["top1"] <= 100.0
 
 
@@ -93,8 +97,11 @@ def test_bias_lr_scale_groups():
     assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in biases["params"])
     # frozen parameters (the whitening weights, the BatchNorm scales) are not optimised
     n_trained = sum(p.numel() for g in opt.param_groups for p in g["params"])
-    assert n_trained == sum(p.numel() for p in net.parameters() if p.requires_grad) < \
-        sum(p.numel() for p in net.parameters())
+    assert (
+        n_trained
+        == sum(p.numel() for p in net.parameters() if p.requires_grad)
+        < sum(p.numel() for p in net.parameters())
+    )
     plain = build_optimizer(net, TrainConfig(arch="speednet", lr=0.5)).param_groups
     assert len(plain) == 1 and plain[0]["lr"] == 0.5
 
@@ -109,9 +116,11 @@ def test_malloc_setting():
 @needs_fmnist
 def test_training_speednet_sets_whitening_from_the_data(tmp_path, capsys):
     run = tmp_path / "run"
-    cmd = ("-a speednet --dataset fashion-mnist --train-subset 256 --test-subset 128 --train-batch 128 "
-           "--test-batch 128 --epochs 1 --lr 0.2 --bias-lr-scale 8 --tta-flip --tta-shift 1 --seed 0 "
-           "--plot off --tensorboard off")
+    cmd = (
+        "-a speednet --dataset fashion-mnist --train-subset 256 --test-subset 128 --train-batch 128 "
+        "--test-batch 128 --epochs 1 --lr 0.2 --bias-lr-scale 8 --tta-flip --tta-shift 1 --seed 0 "
+        "--plot off --tensorboard off"
+    )
     assert main(["train", *shlex.split(cmd), "-c", str(run)]) == 0
     state = safe_load(run / "checkpoint.pth.tar")
     assert bool(state["state_dict"]["whitened"])
@@ -119,8 +128,9 @@ def test_training_speednet_sets_whitening_from_the_data(tmp_path, capsys):
     assert torch.equal(w[12:], -w[:12]) and w.abs().sum() > 0
     assert state["config"]["tta_shift"] == 1
     capsys.readouterr()
-    assert main(["eval", str(run / "checkpoint.pth.tar"), "--tta-flip", "--tta-shift", "1"]) == 0
-    assert "shift TTA 1px" in capsys.readouterr().out
+    assert main(["eval", str(run / "checkpoint.pth.tar"), "--tta-flip", "--tta-shift", "1", "--limit", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "shift TTA 1px" in out and "(300 images" in out
     assert main(["eval", str(run / "checkpoint.pth.tar"), "--tta-shift", "32"]) == 2
     assert "--tta-shift must be in [0, 32)" in capsys.readouterr().err
     # SpeedNet's global pool takes other sizes: 24-pixel training crops
@@ -130,7 +140,6 @@ def test_training_speednet_sets_whitening_from_the_data(tmp_path, capsys):
 
 @needs_fmnist
 def test_tta_epochs_last_uses_tta_only_in_the_last_evaluation(tmp_path, monkeypatch):
-    import torchcls.engine.train as train_mod
 
     calls = []
     real = train_mod.evaluate
@@ -140,9 +149,11 @@ def test_tta_epochs_last_uses_tta_only_in_the_last_evaluation(tmp_path, monkeypa
         return real(model, batches, **kw)
 
     monkeypatch.setattr(train_mod, "evaluate", spy)
-    cmd = ("-a resnet20 --dataset fashion-mnist --train-subset 128 --test-subset 64 --train-batch 64 "
-           "--test-batch 64 --epochs 3 --tta-flip --tta-shift 2 --tta-epochs last --seed 0 --plot off "
-           "--tensorboard off")
+    cmd = (
+        "-a resnet20 --dataset fashion-mnist --train-subset 128 --test-subset 64 --train-batch 64 "
+        "--test-batch 64 --epochs 3 --tta-flip --tta-shift 2 --tta-epochs last --seed 0 --plot off "
+        "--tensorboard off"
+    )
     assert main(["train", *shlex.split(cmd), "-c", str(tmp_path / "run")]) == 0
     assert calls == [(False, 0), (False, 0), (True, 2)]
 
@@ -158,8 +169,9 @@ def test_speednet_forward_backward_and_frozen_parts():
             if p.requires_grad:
                 assert p.grad is not None and torch.isfinite(p.grad).all(), name
             else:  # the whitening filters and the BatchNorm scales stay as set
-                assert p.grad is None and (name == "whiten.weight" or name.endswith("norm1.weight")
-                                           or name.endswith("norm2.weight")), name
+                assert p.grad is None and (
+                    name == "whiten.weight" or name.endswith("norm1.weight") or name.endswith("norm2.weight")
+                ), name
     # grayscale input (1 channel) gets 1 * 2 * 2 * 2 = 8 whitening filters
     gray = create_model("speednet").__class__(in_channels=1)
     gray.data_init(torch.randn(8, 1, 32, 32))
@@ -167,21 +179,22 @@ def test_speednet_forward_backward_and_frozen_parts():
 
 
 @pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
-def test_compile_model_code_two_pass_variance_plain_sums_and_matches_eager(tmp_path, monkeypatch):
-    """compile_model's generated code computes the BatchNorm variance without Welford's update and
-    its float sums without the cascade-summation helper (plain torch.compile uses both for these
-    32 x 16 x 16 = 8,192-element reductions), gives the eager step's outputs, gradients and running
-    statistics, and leaves other compilations alone: the global settings, and inductor's caches (a
-    fresh one here), which must not serve one kind of code to another compilation."""
-    import torch._inductor.config as inductor_config
-    from torch._inductor.utils import run_and_get_code
-
-    from torchcls.engine.runtime import CODEGEN_FIXES, compile_model
-
+def test_compile_model_uses_the_two_pass_variance_and_matches_eager(tmp_path, monkeypatch):
+    """compile_model's generated code computes the BatchNorm variance without Welford's update (plain
+    torch.compile uses it for these 32 x 16 x 16 = 8,192-element reductions), gives the eager step's
+    outputs, gradients and running statistics, and leaves other compilations alone: the global
+    setting, and inductor's cache (a fresh one here), which must not serve one kind of code to the
+    other compilation."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.manual_seed(0)
-    eager = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    eager = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    )
     x = torch.randn(32, 3, 16, 16) * 3 + 1
     y = torch.randint(0, 4, (32,))
 
@@ -193,20 +206,13 @@ def test_compile_model_code_two_pass_variance_plain_sums_and_matches_eager(tmp_p
     default = inductor_config.cpp.use_two_step_variance_threshold
     twin = copy.deepcopy(eager)
     out, code = run_and_get_code(train_step, compile_model(twin, "cpu"))
-    # the same graphs again, in the same cache: without the plain sums, then plain torch.compile.
-    # run_and_get_code also returns code served from the cache, so an entry of compile_model's
-    # served to another compilation would show here as code without cascade summation
-    no_sums = tuple(f for f in CODEGEN_FIXES if f != "plain_sums")
-    _, sums_code = run_and_get_code(train_step, compile_model(copy.deepcopy(eager), "cpu", no_sums))
     _, plain_code = run_and_get_code(train_step, torch.compile(copy.deepcopy(eager)))
     assert inductor_config.cpp.use_two_step_variance_threshold == default
-    assert inductor_config.post_grad_custom_post_pass is None
-    ours, sums, plain = ("".join(c).lower() for c in (code, sums_code, plain_code))
-    assert "welford" in plain and "cascade_sum" in plain
-    assert sums and "welford" not in sums and "cascade_sum" in sums
-    assert ours and "welford" not in ours and "cascade_sum" not in ours
+    ours, plain = ("".join(c).lower() for c in (code, plain_code))
+    assert "welford" in plain
+    assert ours and "welford" not in ours
     torch.testing.assert_close(out, train_step(eager), rtol=1e-4, atol=1e-5)
-    for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
+    for (name, p), q in zip(eager.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
     torch.testing.assert_close(twin[1].running_mean, eager[1].running_mean)
     torch.testing.assert_close(twin[1].running_var, eager[1].running_var)
@@ -215,117 +221,14 @@ def test_compile_model_code_two_pass_variance_plain_sums_and_matches_eager(tmp_p
 @pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
 def test_compile_model_keeps_inductor_reductions_above_the_measured_size(tmp_path, monkeypatch):
     """Above 131,072 elements (here 136 x 32 x 32 = 139,264) compile_model's code keeps inductor's
-    own Welford variance and cascade summation: only the measured sizes are changed."""
-    from torch._inductor.utils import run_and_get_code
-
-    from torchcls.engine.runtime import PLAIN_SUM_MAX_ELEMENTS, TWO_STEP_VARIANCE_THRESHOLD, compile_model
-
+    own Welford variance: only the measured sizes are changed."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    assert 136 * 32 * 32 > max(PLAIN_SUM_MAX_ELEMENTS, TWO_STEP_VARIANCE_THRESHOLD)
+    assert 136 * 32 * 32 > TWO_STEP_VARIANCE_THRESHOLD
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4096, 2))
     x, y = torch.randn(136, 3, 32, 32), torch.randint(0, 2, (136,))
     _, code = run_and_get_code(lambda: nn.functional.cross_entropy(compile_model(m, "cpu")(x), y).backward())
-    code = "".join(code).lower()
-    assert "welford" in code and "cascade_sum" in code
-
-
-@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
-def test_compile_model_half_stores_and_bool_masks_change_no_value(tmp_path, monkeypatch):
-    """compile_model's half_stores and bool_masks fixes change how inductor's code moves bytes, never
-    a value: a bf16 channels_last step with 16-channel activations and a 32-channel ReLU mask kept
-    for the backward (the last ReLU before the pooling, as in ResNet-20) gives bit-identical
-    outputs, gradients, running statistics and saved masks (as bytes: 1 and 0) with and without
-    them. On an AVX-512 machine the code must also show them (plain 256-bit stores; mask bytes
-    loaded and stored with AVX-512 mask instructions, for two-vector tiles); elsewhere inductor's
-    code must not contain them."""
-    from torch._inductor.cpu_vec_isa import pick_vec_isa
-    from torch._inductor.utils import run_and_get_code
-
-    from torchcls.engine.runtime import compile_model
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                      nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-            self.body = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32))
-            self.head = nn.Linear(32, 4)
-
-        def forward(self, x):
-            x = self.stem(x)
-            return self.head(torch.relu(self.body(x) + x).mean((2, 3)))
-
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    torch.manual_seed(0)
-    eager = Net().to(memory_format=torch.channels_last)
-    x = torch.randn(16, 3, 8, 8).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 4, (16,))
-
-    def train_step(m, masks):
-        def keep(t):  # the bytes of every bool tensor the compiled forward saves for its backward
-            if t.dtype == torch.bool:
-                masks.append(t.detach().view(torch.uint8).clone())  # (a bool clone would make them 0/1)
-            return t
-        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
-            out = m(x)
-        nn.functional.cross_entropy(out.float(), y).backward()
-        return out
-
-    fixed, without = copy.deepcopy(eager), copy.deepcopy(eager)
-    masks, ref_masks = [], []
-    out, code = run_and_get_code(train_step, compile_model(fixed, "cpu"), masks)
-    ref, ref_code = run_and_get_code(train_step, compile_model(without, "cpu", ("plain_sums",)), ref_masks)
-    ours, theirs = "".join(code), "".join(ref_code)
-    marks = ("_mm256_storeu_si256", "_mm_test_epi8_mask", "_mm512_movepi32_mask")
-    if getattr(pick_vec_isa(), "bit_width", lambda: 0)() == 512:
-        for mark in marks:
-            assert mark in ours and mark not in theirs, mark
-        assert "VecMask<float,2>::from" in theirs and "VecMask<float,2>::from" not in ours
-    else:
-        assert not any(mark in ours or mark in theirs for mark in marks)
-    assert out.dtype == torch.bfloat16 and torch.equal(out, ref)
-    for (name, p), q in zip(without.named_parameters(), fixed.parameters()):
-        assert torch.equal(q.grad, p.grad), name
-    for b, c in zip(without.buffers(), fixed.buffers()):
-        assert torch.equal(b, c)
-    assert masks and len(masks) == len(ref_masks)
-    for m, r in zip(masks, ref_masks):
-        assert torch.equal(m, r) and m.max() <= 1
-
-
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
-@pytest.mark.parametrize("arch", ["alexnet", "mobilenetv2", "shufflenetv2", "pnasnet_a", "preresnet20",
-                                  "vgg11_bn", "wrn16_4", "densenet_bc_100_12", "speednet"])
-def test_compile_model_fixes_compile_and_change_no_value_across_families(arch, tmp_path, monkeypatch):
-    """Every CIFAR family's bf16 channels_last training step compiles with all of compile_model's
-    fixes and gives bit-identical outputs and gradients with and without half_stores and
-    bool_masks (AlexNet's dropout and PNASNet's masks go through the mask store; 12 min 38 s
-    for the nine on a 2-core CPU, hence slow). A guard for a torch upgrade: the fixes hook
-    inductor's internals."""
-    from torchcls.engine.runtime import compile_model
-
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    torch.manual_seed(0)
-    model = create_model(arch).to(memory_format=torch.channels_last)
-    if hasattr(model, "data_init"):
-        model.data_init(torch.randn(16, 3, 32, 32))
-    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (8,))
-
-    def step(m):
-        torch.manual_seed(1)  # the same dropout masks in both
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = m(x)
-        nn.functional.cross_entropy(out.float(), y).backward()
-        return out
-
-    fixed, without = copy.deepcopy(model), copy.deepcopy(model)
-    assert torch.equal(step(compile_model(fixed, "cpu")), step(compile_model(without, "cpu", ("plain_sums",))))
-    for (name, p), q in zip(without.named_parameters(), fixed.parameters()):
-        assert (p.grad is None) == (q.grad is None), name
-        assert p.grad is None or torch.equal(q.grad, p.grad), name
+    assert "welford" in "".join(code).lower()
 
 
 @needs_fmnist
@@ -334,8 +237,10 @@ def test_compiled_training_checkpoint_evaluates_to_the_logged_accuracy(tmp_path,
     _orig_mod.), and `torchcls eval`, uncompiled, reads it and gets the run's last accuracy, to
     within one image of the 10,000 (the compiled kernels may round differently)."""
     run = tmp_path / "run"
-    cmd = ("-a resnet --depth 8 --dataset fashion-mnist --train-subset 1024 --epochs 1 "
-           "--amp off --compile --seed 0 --plot off --tensorboard off")
+    cmd = (
+        "-a resnet --depth 8 --dataset fashion-mnist --train-subset 1024 --epochs 1 "
+        "--amp off --compile --seed 0 --plot off --tensorboard off"
+    )
     assert main(["train", *shlex.split(cmd), "-c", str(run)]) == 0
     state = safe_load(run / "checkpoint.pth.tar")
     assert state["config"]["compile"] is True

@@ -1,4 +1,5 @@
 """The training run on real data: its outputs, exact resume, determinism, eval, learning."""
+
 import json
 import shlex
 from pathlib import Path
@@ -6,16 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchcls.cli import build_parser, config_from_args, main
+from tests._data import needs_fmnist
+from torchcls.cli import build_parser, main
+from torchcls.commands.eval import evaluate_checkpoint
+from torchcls.commands.train import config_from_args
 from torchcls.engine.checkpoint import safe_load
 from torchcls.engine.train import train
 
-from tests._data import needs_fmnist
-
 # a tiny, fast run: a small net on a subset, two epochs
-TINY = ("-a resnet20 --dataset fashion-mnist --train-subset 512 --test-subset 256 --train-batch 64 "
-        "--test-batch 256 --epochs 2 --lr 0.05 --lr-schedule cosine --manualSeed 3 --plot off "
-        "--tensorboard off")
+TINY = (
+    "-a resnet20 --dataset fashion-mnist --train-subset 512 --test-subset 256 --train-batch 64 "
+    "--test-batch 256 --epochs 2 --lr 0.05 --lr-schedule cosine --manualSeed 3 --plot off "
+    "--tensorboard off"
+)
 
 
 def cfg_of(cmd: str, run_dir: Path):
@@ -75,9 +79,11 @@ class Crash(Exception):
 
 def stop_after_first_epoch_then_resume(cmd: str, run: Path) -> None:
     """Train `cmd` into `run`, crash it after epoch 1 (its checkpoint on disk), then resume it."""
+
     def crash_after_first(epoch, row):
         if epoch == 1:
             raise Crash
+
     with pytest.raises(Crash):
         train(cfg_of(cmd, run), log=lambda *a: None, on_epoch_end=crash_after_first)
     assert safe_load(run / "checkpoint.pth.tar")["epoch"] == 1
@@ -108,7 +114,7 @@ def test_eval_command_uses_the_checkpoint_alone(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["count"] == 10_000 and res["arch"] == "resnet20" and 0 <= res["top5"] <= 100
     assert res["top5"] >= res["top1"]
-    rc = main(["eval", str(run / "model_best.pth.tar"), "--tta-flip"])
+    rc = main(["eval", str(run / "model_best.pth.tar"), "--tta-flip", "--limit", "1000"])
     assert rc == 0 and "top-1" in capsys.readouterr().out
 
 
@@ -121,7 +127,6 @@ def test_train_crop_trains_on_windows_and_evaluates_the_centre(tmp_path, capsys)
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["train_size"] == 28
     # `torchcls eval` takes the crop from the checkpoint: on the same 256 test images it agrees
-    from torchcls.engine.evaluate_checkpoint import evaluate_checkpoint
 
     res = evaluate_checkpoint(run / "checkpoint.pth.tar", device="cpu", split="test")
     assert res["count"] == 10_000
@@ -136,6 +141,7 @@ def test_resume_without_a_seed_keeps_the_runs_own_seed(tmp_path):
     def crash_after_first(epoch, row):
         if epoch == 1:
             raise Crash
+
     with pytest.raises(Crash):
         train(cfg_of(cmd, run), log=lambda *a: None, on_epoch_end=crash_after_first)
     seed = safe_load(run / "checkpoint.pth.tar")["seed"]

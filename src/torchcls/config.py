@@ -4,24 +4,44 @@ The base defaults are those of the original cifar.py, so that its TRAINING.md co
 same thing here. `torchcls train` given none of `-a/--arch`, `-d/--dataset` and `--recipe` starts
 from the built-in main recipe instead (ResNet-20 on Fashion-MNIST, a few minutes on a CPU).
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 import yaml
 
+from torchcls.data.datasets import canonical_name, is_folder_dataset
 from torchcls.errors import UserError
+from torchcls.models import create_model
+from torchcls.models.imagenet.pretrained import pretrained_file
 
-# the repository's recipes/ folder (an editable install) and the current directory's
-RECIPE_DIRS = (Path(__file__).resolve().parents[2] / "recipes", Path("recipes"))
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# the recipes shipped inside the package (src/torchcls/recipes/NAME.yaml), found through
+# importlib.resources so that they are there in a wheel or a plain `pip install .` too
+RECIPE_PACKAGE = "torchcls"
+RECIPE_FOLDER = "recipes"
+RECIPE_SUFFIX = ".yaml"
 MAIN_RECIPE = "main"
 
 # model keyword arguments and the config fields that carry them (the original's flags)
-MODEL_KWARGS = ("depth", "block_name", "cardinality", "widen_factor", "growth_rate",
-                "compression_rate", "drop_rate", "base_width")
+MODEL_KWARGS = (
+    "depth",
+    "block_name",
+    "cardinality",
+    "widen_factor",
+    "growth_rate",
+    "compression_rate",
+    "drop_rate",
+    "base_width",
+)
 
 
 @dataclass
@@ -119,28 +139,65 @@ FIELD_NAMES = {f.name for f in fields(TrainConfig)}
 IMAGENET_DEFAULTS = {"train_batch": 256, "test_batch": 200, "weight_decay": 1e-4, "epochs": 90}
 
 
-def find_recipe(name: str) -> Path:
+def _packaged_recipes() -> dict[str, Traversable]:
+    """The packaged recipes by name (file stem)."""
+    folder = resources.files(RECIPE_PACKAGE) / RECIPE_FOLDER
+    if not folder.is_dir():
+        return {}
+    return {
+        p.name[: -len(RECIPE_SUFFIX)]: p for p in folder.iterdir() if p.name.endswith(RECIPE_SUFFIX) and p.is_file()
+    }
+
+
+def find_recipe(name: str) -> Path | Traversable:
+    """The recipe file that `--recipe NAME` means.
+
+    A name ending in .yaml or .yml, or naming an existing path, is a file path (relative to the
+    current directory); anything else is the name of a packaged recipe (`list_recipes()`). The
+    result is a pathlib.Path for a file path, and an importlib.resources Traversable for a packaged
+    recipe (a Path too when the package is installed as plain files): use its read_text().
+    Raises UserError for a missing file or an unknown name (the message lists the known names)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise UserError(f"recipe file {name} not found")
         return path
-    for d in RECIPE_DIRS:
-        cand = d / f"{name}.yaml"
-        if cand.is_file():
-            return cand
-    known = sorted({p.stem for d in RECIPE_DIRS if d.is_dir() for p in d.glob("*.yaml")})
-    raise UserError(f"unknown recipe {name!r}; known recipes: {', '.join(known) or 'none found'}")
+    packaged = _packaged_recipes()
+    if name in packaged:
+        return packaged[name]
+    raise UserError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(packaged)) or 'none found'}")
 
 
-def load_recipe(name: str) -> dict[str, Any]:
-    path = find_recipe(name)
+def _read_recipe(path: Path | Traversable) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UserError(f"recipe {path} must be a mapping of config keys to values")
+    return data
+
+
+def _one_line(text: Any) -> str:
+    """The first line of a description, cut at the end of its first sentence."""
+    lines = [line.strip() for line in str(text).strip().splitlines()]
+    first = lines[0] if lines else ""
+    end = first.find(". ")
+    return (first[: end + 1] if end >= 0 else first).strip()
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """(name, one-line description) of every packaged recipe, sorted by name; the description is
+    the first line (first sentence) of the recipe's `description:` key, "" where it has none."""
+    return sorted(
+        (name, _one_line(_read_recipe(path).get("description") or "")) for name, path in _packaged_recipes().items()
+    )
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """The config keys of recipe `name` (see find_recipe), without its description and result."""
+    path = find_recipe(name)
+    data = _read_recipe(path)
     data = {k.replace("-", "_"): v for k, v in data.items() if k not in ("description", "result")}
     unknown = sorted(set(data) - FIELD_NAMES)
     if unknown:
@@ -158,7 +215,6 @@ def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainC
         values["recipe"] = recipe
     values.update(overrides)
     explicit = set(values)
-    from torchcls.data.datasets import is_folder_dataset
     if is_folder_dataset(values.get("dataset", TrainConfig.dataset)):
         values = {**{k: v for k, v in IMAGENET_DEFAULTS.items() if k not in values}, **values}
     cfg = TrainConfig(**values)
@@ -168,6 +224,7 @@ def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainC
 
 def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
     """Fail before any work starts, with one line naming the valid choices."""
+
     def bad(msg):
         raise UserError(msg)
 
@@ -184,8 +241,10 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
     if cfg.lr_schedule == "step" and "schedule" in explicit:  # the default 150 225 may lie past a short run
         late = [e for e in cfg.schedule if e >= cfg.epochs or e < 0]
         if late:
-            bad(f"--schedule epochs {late} are outside the run of {cfg.epochs} epochs (0..{cfg.epochs - 1}); "
-                "lower them or raise --epochs")
+            bad(
+                f"--schedule epochs {late} are outside the run of {cfg.epochs} epochs (0..{cfg.epochs - 1}); "
+                "lower them or raise --epochs"
+            )
     if cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
         bad(f"--warmup-epochs must be in [0, {cfg.epochs}), got {cfg.warmup_epochs}")
     if cfg.min_train_size < 0 or len(cfg.res_ramp) != 2 or cfg.res_ramp[0] > cfg.res_ramp[1]:
@@ -214,7 +273,6 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"--bias-lr-scale must be positive, got {cfg.bias_lr_scale}")
     if cfg.malloc not in ("auto", "off"):
         bad(f"--malloc must be auto or off, got {cfg.malloc!r}")
-    from torchcls.data.datasets import canonical_name
     cfg.dataset = canonical_name(cfg.dataset)
     check_model(cfg)
 
@@ -222,18 +280,12 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
 def check_model(cfg: TrainConfig) -> None:
     """Build the model on the meta device (no memory, no time) so that an unknown name or an
     impossible depth fails before any data is read."""
-    import torch
-
-    from torchcls.models import create_model
-
     try:
         with torch.device("meta"):
             create_model(cfg.arch, num_classes=10, **cfg.model_kwargs())
     except ValueError as e:
         raise UserError(str(e)) from None
     if cfg.pretrained:  # the weights file must be at hand before any data is read
-        from torchcls.models.imagenet.pretrained import pretrained_file
-
         pretrained_file(cfg.arch, cfg.model_kwargs())
 
 

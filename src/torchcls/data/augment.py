@@ -4,9 +4,10 @@ Every random draw comes from an explicit torch.Generator living on the batch's d
 same seed gives the same output. All functions work on uint8 and floating batches, CPU and CUDA,
 and return a new tensor (the input is not modified).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     cols = torch.arange(w, device=x.device).view(1, w)
     my = (rows >= y0.view(n, 1)) & (rows < (y0 + size).view(n, 1))
     mx = (cols >= x0.view(n, 1)) & (cols < (x0 + size).view(n, 1))
-    mask = (my.view(n, 1, h, 1) & mx.view(n, 1, 1, w))
+    mask = my.view(n, 1, h, 1) & mx.view(n, 1, 1, w)
     return x.masked_fill(mask, 0)
 
 
@@ -125,7 +126,7 @@ class BatchAugment:
                 raise ValueError(f"crop_size {self.crop_size} must differ from the image size {h} by an even number")
             extra = (h - self.crop_size) // 2
             x = random_crop(x, self.crop_padding + extra, generator)
-            x = x[..., extra:extra + self.crop_size, extra:extra + self.crop_size]
+            x = x[..., extra : extra + self.crop_size, extra : extra + self.crop_size]
         elif self.crop_padding:
             x = random_crop(x, self.crop_padding, generator)
         if self.flip:
@@ -135,5 +136,7 @@ class BatchAugment:
         return x
 
     def __repr__(self) -> str:
-        return (f"BatchAugment(crop_padding={self.crop_padding}, flip={self.flip}, cutout={self.cutout}, "
-                f"crop_size={self.crop_size})")
+        return (
+            f"BatchAugment(crop_padding={self.crop_padding}, flip={self.flip}, cutout={self.cutout}, "
+            f"crop_size={self.crop_size})"
+        )

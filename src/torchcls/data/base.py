@@ -1,4 +1,5 @@
 """The in-memory data set every loader returns: one uint8 image tensor and one label tensor."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,9 +26,7 @@ class ArrayDataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(
-                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
-            )
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise ValueError(f"labels must be int64 (N,), got {self.labels.dtype} {tuple(self.labels.shape)}")
         if self.labels.shape[0] != self.images.shape[0]:
@@ -54,7 +53,7 @@ class ArrayDataset:
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
-    def subset(self, indices) -> "ArrayDataset":
+    def subset(self, indices) -> ArrayDataset:
         """The samples at `indices` (a sequence, range, slice or index tensor), same classes and stats."""
         if isinstance(indices, slice):
             idx = torch.arange(len(self))[indices]
@@ -68,7 +67,7 @@ class ArrayDataset:
             std=self.std,
         )
 
-    def center_crop(self, size: int) -> "ArrayDataset":
+    def center_crop(self, size: int) -> ArrayDataset:
         """The central size x size window of every image (the identity when size is the full size)."""
         h, w = self.image_size
         if size <= 0 or (size, size) == (h, w):
@@ -76,8 +75,13 @@ class ArrayDataset:
         if size > min(h, w):
             raise ValueError(f"cannot crop {h}x{w} images to {size}x{size}")
         top, left = (h - size) // 2, (w - size) // 2
-        return ArrayDataset(self.images[:, :, top:top + size, left:left + size].contiguous(), self.labels,
-                            list(self.classes), self.mean, self.std)
+        return ArrayDataset(
+            self.images[:, :, top : top + size, left : left + size].contiguous(),
+            self.labels,
+            list(self.classes),
+            self.mean,
+            self.std,
+        )
 
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape

@@ -5,14 +5,18 @@ Every kind yields the same thing to the training loop: loaders with `set_epoch(e
 applied there. In-memory data sets (CIFAR, Fashion-MNIST) are uint8 tensors on the device; image
 folders (--dataset imagenet) are decoded and cropped to uint8 by DataLoader workers (data/folder.py).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from torchcls.data.augment import BatchAugment
+from torchcls.data.datasets import is_folder_dataset, load_dataset
+from torchcls.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderLoader, scan_folder
 from torchcls.data.loader import InMemoryLoader
 from torchcls.errors import UserError
 
@@ -44,11 +48,11 @@ def split_validation(train, val_split: int, seed: int):
 
 
 def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device) -> RunData:
-    from torchcls.data.datasets import is_folder_dataset, load_dataset
-
     if cfg.train_batch % world_size:
-        raise UserError(f"--train-batch {cfg.train_batch} (the global batch) must be divisible by the "
-                        f"number of processes ({world_size})")
+        raise UserError(
+            f"--train-batch {cfg.train_batch} (the global batch) must be divisible by the "
+            f"number of processes ({world_size})"
+        )
     local_batch = cfg.train_batch // world_size
     if is_folder_dataset(cfg.dataset):
         return build_folder_data(cfg, seed, rank, world_size, device, local_batch)
@@ -60,11 +64,18 @@ def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device)
     train, val = split_validation(train, cfg.val_split, seed)
     if cfg.train_subset:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))
-        train = train.subset(pick[:cfg.train_subset])
+        train = train.subset(pick[: cfg.train_subset])
 
     def loader(ds, batch, is_train):
-        return InMemoryLoader(ds.images.to(device), ds.labels.to(device), batch, train=is_train, seed=seed,
-                              rank=rank, world_size=world_size)
+        return InMemoryLoader(
+            ds.images.to(device),
+            ds.labels.to(device),
+            batch,
+            train=is_train,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
 
     if cfg.train_crop:  # train on random windows, evaluate on the central one
         test = test.center_crop(cfg.train_crop)
@@ -72,35 +83,51 @@ def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device)
     select, select_name = (val, "val") if val is not None else (test, "test")
     return RunData(
         train=loader(train, local_batch, True),
-        select=loader(select, cfg.test_batch, False), select_name=select_name,
+        select=loader(select, cfg.test_batch, False),
+        select_name=select_name,
         test=loader(test, cfg.test_batch, False) if val is not None else None,
-        classes=list(train.classes), mean=tuple(train.mean), std=tuple(train.std),
-        input_size=int(select.images.shape[-1]), train_size=len(train), select_size=len(select),
-        augment=BatchAugment(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout,
-                             crop_size=cfg.train_crop))
+        classes=list(train.classes),
+        mean=tuple(train.mean),
+        std=tuple(train.std),
+        input_size=int(select.images.shape[-1]),
+        train_size=len(train),
+        select_size=len(select),
+        augment=BatchAugment(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout, crop_size=cfg.train_crop),
+    )
 
 
-def build_folder_data(cfg, seed: int, rank: int, world_size: int, device: torch.device,
-                      local_batch: int) -> RunData:
+def build_folder_data(cfg, seed: int, rank: int, world_size: int, device: torch.device, local_batch: int) -> RunData:
     """An ImageNet-style folder: workers decode, crop (and flip) to uint8; the device normalises.
     val/ is the split the best model is chosen on; there is no separate test split."""
-    from torchcls.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderLoader, scan_folder
-
     if cfg.val_split:
         raise UserError("--val-split is for in-memory data sets; an image folder's val/ is its validation set")
     train, val = scan_folder(cfg.data_dir)
     if cfg.train_subset:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))
-        train = train.subset(pick[:cfg.train_subset].tolist())
+        train = train.subset(pick[: cfg.train_subset].tolist())
     if cfg.test_subset:
         val = val.subset(range(min(cfg.test_subset, len(val))))
-    common = dict(seed=seed, rank=rank, world_size=world_size, workers=cfg.workers, device=device,
-                  resize=cfg.val_resize, flip=cfg.flip)
+    common = dict(
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        workers=cfg.workers,
+        device=device,
+        resize=cfg.val_resize,
+        flip=cfg.flip,
+    )
     return RunData(
         train=FolderLoader(train, local_batch, train=True, size=cfg.train_size, **common),
         select=FolderLoader(val, cfg.test_batch, train=False, size=cfg.val_size, **common),
-        select_name="val", test=None, classes=list(train.classes), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        input_size=cfg.val_size, train_size=len(train), select_size=len(val),
+        select_name="val",
+        test=None,
+        classes=list(train.classes),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        input_size=cfg.val_size,
+        train_size=len(train),
+        select_size=len(val),
         # crop and flip happened in the workers, per sample; only cutout (if asked) is left for the device
         augment=BatchAugment(crop_padding=0, flip=False, cutout=cfg.cutout),
-        train_input_size=cfg.train_size)
+        train_input_size=cfg.train_size,
+    )

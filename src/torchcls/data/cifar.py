@@ -15,6 +15,7 @@ cache (an uncompressed ``.npz`` read back without pickle) under ``$TORCHCLS_CACH
 ``~/.cache/torchcls``, keyed by the archive's path, size and modification time. Set
 ``TORCHCLS_CACHE=off`` (or pass ``cache=False``) to turn it off.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,10 +31,17 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+import torchvision.datasets as tvd
+import torchvision.datasets.utils as tvu
 
 from ..errors import UserError
 from .base import ArrayDataset
-from .stats import STATS
+from .stats import DATASETS, DatasetInfo
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
 
 ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tar")
 CACHE_VERSION = 1
@@ -42,8 +50,10 @@ _IMAGE_BYTES = 3 * 32 * 32
 
 @dataclass(frozen=True)
 class CifarSpec:
+    """How one CIFAR data set's files are laid out; its title, class count and mean/std are its
+    row of the data-set table (stats.DATASETS)."""
+
     name: str
-    title: str
     folder: str
     archive_stems: tuple[str, ...]
     train_files: tuple[str, ...]
@@ -51,16 +61,24 @@ class CifarSpec:
     meta_file: str
     label_key: str
     names_key: str
-    num_classes: int
-    torchvision_class: str
-    train_size: int
-    test_size: int
+    torchvision_class: str  # the torchvision.datasets class whose url and md5 `--download` uses
+
+    @property
+    def info(self) -> DatasetInfo:
+        return DATASETS[self.name]
+
+    @property
+    def title(self) -> str:
+        return self.info.title
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
 
 
 SPECS: dict[str, CifarSpec] = {
     "cifar10": CifarSpec(
         name="cifar10",
-        title="CIFAR-10",
         folder="cifar-10-batches-py",
         archive_stems=("cifar-10-python", "cifar-10-batches-py"),
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
@@ -68,14 +86,10 @@ SPECS: dict[str, CifarSpec] = {
         meta_file="batches.meta",
         label_key="labels",
         names_key="label_names",
-        num_classes=10,
         torchvision_class="CIFAR10",
-        train_size=50_000,
-        test_size=10_000,
     ),
     "cifar100": CifarSpec(
         name="cifar100",
-        title="CIFAR-100",
         folder="cifar-100-python",
         archive_stems=("cifar-100-python",),
         train_files=("train",),
@@ -83,10 +97,7 @@ SPECS: dict[str, CifarSpec] = {
         meta_file="meta",
         label_key="fine_labels",
         names_key="fine_label_names",
-        num_classes=100,
         torchvision_class="CIFAR100",
-        train_size=50_000,
-        test_size=10_000,
     ),
 }
 
@@ -103,11 +114,7 @@ def _latin1_encode(obj, encoding="latin1"):
 
 
 def _allowed_globals() -> dict[tuple[str, str], object]:
-    try:  # numpy >= 2
-        from numpy._core import multiarray as _ma
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray as _ma  # type: ignore[no-redef]
-    reconstruct = _ma._reconstruct
+    reconstruct = _multiarray._reconstruct
 
     def _reconstruct(subtype, shape, dtype):
         if subtype is not np.ndarray:
@@ -355,8 +362,11 @@ def _cache_path(spec: CifarSpec, archive: Path, root: Path) -> Path:
 
 def _check_arrays(spec: CifarSpec, x: np.ndarray, y: np.ndarray) -> bool:
     return (
-        x.dtype == np.uint8 and x.ndim == 4 and x.shape[1:] == (3, 32, 32)
-        and y.dtype == np.int64 and y.shape == (x.shape[0],)
+        x.dtype == np.uint8
+        and x.ndim == 4
+        and x.shape[1:] == (3, 32, 32)
+        and y.dtype == np.int64
+        and y.shape == (x.shape[0],)
         and (y.size == 0 or (int(y.min()) >= 0 and int(y.max()) < spec.num_classes))
     )
 
@@ -401,13 +411,10 @@ def _download(spec: CifarSpec, data_dir: Path) -> None:
     """Fetch the official archive into data_dir with torchvision (url, file name and md5 from its
     CIFAR10/CIFAR100 classes). Only the download is used: torchvision would otherwise unpack the
     archive and unpickle the batches without restriction; we read the archive ourselves."""
-    import torchvision.datasets as tvd
-    from torchvision.datasets.utils import download_url
-
     cls = getattr(tvd, spec.torchvision_class)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        download_url(cls.url, str(data_dir), filename=cls.filename, md5=cls.tgz_md5)
+        tvu.download_url(cls.url, str(data_dir), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as e:  # noqa: BLE001 - network, disk and checksum failures alike
         raise UserError(
             f"could not download {spec.title} into {data_dir} ({type(e).__name__}: {e}); fetch "
@@ -445,7 +452,7 @@ def load_cifar(
     if source is None:
         raise UserError(_missing_message(spec, data_dir))
 
-    mean, std = STATS[spec.name]
+    mean, std = spec.info.mean, spec.info.std
     files = spec.train_files if train else spec.test_files
 
     if source.is_dir():
@@ -474,10 +481,16 @@ def load_cifar(
             vx, vy = _assemble(spec, objs, spec.test_files, where)
             classes = _parse_meta(objs[spec.meta_file], spec, f"{where}/{spec.meta_file}")
             del objs
-            _write_cache(cpath, {
-                "train_images": tx, "train_labels": ty, "test_images": vx, "test_labels": vy,
-                "classes": np.array(classes, dtype=str),
-            })
+            _write_cache(
+                cpath,
+                {
+                    "train_images": tx,
+                    "train_labels": ty,
+                    "test_images": vx,
+                    "test_labels": vy,
+                    "classes": np.array(classes, dtype=str),
+                },
+            )
             x, y = (tx, ty) if train else (vx, vy)
         else:
             objs = _read_archive(spec, source, (*files, spec.meta_file))

@@ -1,34 +1,25 @@
-"""The data sets torchcls knows by name: one table, one loader entry point."""
+"""The data sets torchcls knows by name: their names and aliases, and one loader entry point.
+
+What is known about each in-memory data set (title, classes, mean/std) is the one table
+`DATASETS` of data/stats.py, re-exported here; ImageNet-style folders are read by data/folder.py.
+"""
+
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import UserError
 from .base import ArrayDataset
 from .cifar import load_cifar
 from .fashion_mnist import load_fashion_mnist
-from .stats import STATS
+from .stats import DATASETS, DatasetInfo
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    title: str
-    num_classes: int
-    channels: int  # as stored; normalize() expands 1 channel to 3 for the models
-    image_size: int
-    train_size: int
-    test_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    loader: Callable[..., ArrayDataset]
-
-
-def _cifar(name: str):
+def _cifar(name: str) -> Callable[..., ArrayDataset]:
     def load(data_dir, train, download=False):
         return load_cifar(name, data_dir, train, download=download)
+
     return load
 
 
@@ -37,17 +28,20 @@ def _fashion(data_dir, train, download=False):
     return load_fashion_mnist(data_dir, train)
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", "CIFAR-10", 10, 3, 32, 50_000, 10_000, *STATS["cifar10"], _cifar("cifar10")),
-    "cifar100": DatasetInfo("cifar100", "CIFAR-100", 100, 3, 32, 50_000, 10_000, *STATS["cifar100"], _cifar("cifar100")),
-    "fashion-mnist": DatasetInfo(
-        "fashion-mnist", "Fashion-MNIST", 10, 1, 32, 60_000, 10_000, *STATS["fashion-mnist"], _fashion
-    ),
+# name -> loader(data_dir, train, download) for every entry of DATASETS
+_LOADERS: dict[str, Callable[..., ArrayDataset]] = {
+    "cifar10": _cifar("cifar10"),
+    "cifar100": _cifar("cifar100"),
+    "fashion-mnist": _fashion,
 }
 ALIASES = {
-    "cifar-10": "cifar10", "cifar_10": "cifar10",
-    "cifar-100": "cifar100", "cifar_100": "cifar100",
-    "fashionmnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist",
+    "cifar-10": "cifar10",
+    "cifar_10": "cifar10",
+    "cifar-100": "cifar100",
+    "cifar_100": "cifar100",
+    "fashionmnist": "fashion-mnist",
+    "fashion_mnist": "fashion-mnist",
+    "fmnist": "fashion-mnist",
 }
 # ImageNet-style folders (--data-dir DIR with train/<class>/ and val/<class>/), read by data/folder.py
 # through DataLoader workers instead of being held in memory
@@ -83,8 +77,6 @@ def num_classes(name: str) -> int:
     return get_info(name).num_classes
 
 
-def load_dataset(
-    name: str, data_dir: str | os.PathLike | None, train: bool, download: bool = False
-) -> ArrayDataset:
+def load_dataset(name: str, data_dir: str | os.PathLike | None, train: bool, download: bool = False) -> ArrayDataset:
     """Load the train or test split of data set `name` as an in-memory ArrayDataset."""
-    return get_info(name).loader(data_dir, train, download=download)
+    return _LOADERS[get_info(name).name](data_dir, train, download=download)

@@ -6,6 +6,7 @@ The files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-imag
 the Debian/Ubuntu package ``dataset-fashion-mnist``'s folder ``/usr/share/datasets/fashion-mnist``.
 Images are padded 28x28 -> 32x32 (2 zero pixels each side), so every CIFAR model runs unchanged.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -18,12 +19,21 @@ import torch
 
 from ..errors import UserError
 from .base import ArrayDataset
-from .stats import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from .stats import DATASETS
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+# the idx files hold label numbers only; the names, index = label
 CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 PAD = 2
 _FILES = {
@@ -46,7 +56,7 @@ def parse_idx(data: bytes, ndim: int, source: str) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise UserError(f"{source}: truncated idx header; the file is corrupt")
-    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims, dtype=np.int64))
     if len(data) - header != expected:
         raise UserError(
@@ -106,6 +116,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, train: bool = 
     if n and int(labels.max()) >= len(CLASSES):
         raise UserError(f"{lab_path}: label {int(labels.max())} out of range 0..9; not the official file")
     x = torch.zeros((n, 1, h + 2 * PAD, w + 2 * PAD), dtype=torch.uint8)
-    x[:, 0, PAD:PAD + h, PAD:PAD + w] = torch.from_numpy(images.copy())
+    x[:, 0, PAD : PAD + h, PAD : PAD + w] = torch.from_numpy(images.copy())
     y = torch.from_numpy(labels.astype(np.int64))
-    return ArrayDataset(images=x, labels=y, classes=list(CLASSES), mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
+    info = DATASETS["fashion-mnist"]
+    return ArrayDataset(images=x, labels=y, classes=list(CLASSES), mean=info.mean, std=info.std)

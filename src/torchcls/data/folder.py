@@ -15,6 +15,7 @@ Grayscale, CMYK and palette images are converted to RGB. A file that cannot be d
 zero bytes, not an image) is dropped from its batch and named at the end of the epoch; training
 goes on.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,10 +23,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from torchcls.data.loader import epoch_permutation
+from torchcls.data.loader import shard_indices, train_steps
 from torchcls.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,6 +37,7 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 # ----------------------------------------------------------------------------- scanning
+
 
 @dataclass
 class FolderSplit:
@@ -44,7 +48,7 @@ class FolderSplit:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def subset(self, indices) -> "FolderSplit":
+    def subset(self, indices) -> FolderSplit:
         return FolderSplit(self.root, self.classes, [self.samples[int(i)] for i in indices])
 
 
@@ -55,27 +59,34 @@ def _class_dirs(root: Path) -> list[str]:
 def scan_split(root: Path, classes: list[str] | None = None) -> FolderSplit:
     """List root/<class>/<image> files. `classes` (from train/) fixes the label of each name."""
     if not root.is_dir():
-        raise UserError(f"{root} is not a folder; an ImageNet-style --data-dir holds train/<class>/ and "
-                        f"val/<class>/ folders of images")
+        raise UserError(
+            f"{root} is not a folder; an ImageNet-style --data-dir holds train/<class>/ and "
+            f"val/<class>/ folders of images"
+        )
     found = _class_dirs(root)
     if not found:
         raise UserError(f"{root} has no class folders; expected {root}/<class>/<image files>")
     if classes is not None and found != classes:
         only_here = sorted(set(found) - set(classes))
         only_train = sorted(set(classes) - set(found))
-        raise UserError(f"the classes of {root} differ from those of train/: "
-                        + (f"only in {root.name}/: {', '.join(only_here[:5])}" if only_here else "")
-                        + ("; " if only_here and only_train else "")
-                        + (f"only in train/: {', '.join(only_train[:5])}" if only_train else "")
-                        + "; both folders must hold the same class folders")
+        raise UserError(
+            f"the classes of {root} differ from those of train/: "
+            + (f"only in {root.name}/: {', '.join(only_here[:5])}" if only_here else "")
+            + ("; " if only_here and only_train else "")
+            + (f"only in train/: {', '.join(only_train[:5])}" if only_train else "")
+            + "; both folders must hold the same class folders"
+        )
     classes = found
     samples = []
     for label, name in enumerate(classes):
-        files = sorted(e.path for e in os.scandir(root / name)
-                       if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+        files = sorted(
+            e.path for e in os.scandir(root / name) if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS)
+        )
         if not files:
-            raise UserError(f"class folder {root / name} holds no image files ({', '.join(IMG_EXTENSIONS)}); "
-                            f"remove it or add its images")
+            raise UserError(
+                f"class folder {root / name} holds no image files ({', '.join(IMG_EXTENSIONS)}); "
+                f"remove it or add its images"
+            )
         samples += [(f, label) for f in files]
     return FolderSplit(root, classes, samples)
 
@@ -89,8 +100,10 @@ def scan_folder(data_dir) -> tuple[FolderSplit, FolderSplit]:
         raise UserError(f"--data-dir {root} does not exist")
     for sub in ("train", "val"):
         if not (root / sub).is_dir():
-            raise UserError(f"{root} has no {sub}/ folder; an ImageNet-style --data-dir holds train/<class>/ "
-                            f"and val/<class>/ folders of images")
+            raise UserError(
+                f"{root} has no {sub}/ folder; an ImageNet-style --data-dir holds train/<class>/ "
+                f"and val/<class>/ folders of images"
+            )
     train = scan_split(root / "train")
     val = scan_split(root / "val", train.classes)
     return train, val
@@ -98,8 +111,10 @@ def scan_folder(data_dir) -> tuple[FolderSplit, FolderSplit]:
 
 # ----------------------------------------------------------------------------- decoding
 
-def random_resized_crop_box(width: int, height: int, g: torch.Generator, scale=(0.08, 1.0),
-                            ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+
+def random_resized_crop_box(
+    width: int, height: int, g: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop.get_params, drawing from `g`: (left, top, w, h)."""
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -125,8 +140,6 @@ def random_resized_crop_box(width: int, height: int, g: torch.Generator, scale=(
 
 def load_rgb(path: str):
     """Decode an image file to an RGB PIL image (grayscale, CMYK, palette, alpha all converted)."""
-    from PIL import Image
-
     with open(path, "rb") as f:
         img = Image.open(f)
         img.load()  # decode now, inside the try of the caller: a truncated file fails here
@@ -134,14 +147,10 @@ def load_rgb(path: str):
 
 
 def to_uint8_tensor(img) -> torch.Tensor:
-    import numpy as np
-
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
 def train_transform(img, size: int, g: torch.Generator, flip: bool):
-    from PIL import Image
-
     left, top, w, h = random_resized_crop_box(img.width, img.height, g)
     img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
     if flip and float(torch.rand(1, generator=g)) < 0.5:
@@ -151,8 +160,6 @@ def train_transform(img, size: int, g: torch.Generator, flip: bool):
 
 def eval_transform(img, resize: int, size: int):
     """Resize(resize) (the shorter side to `resize`) then CenterCrop(size), as torchvision does."""
-    from PIL import Image
-
     w, h = img.size
     if w <= h:
         nw, nh = resize, int(resize * h / w)
@@ -174,8 +181,7 @@ class FolderDataset(Dataset):
     sample depends only on (seed, epoch, index); a plain int index means epoch 0.
     """
 
-    def __init__(self, split: FolderSplit, train: bool, size: int, resize: int = 256, flip: bool = True,
-                 seed: int = 0):
+    def __init__(self, split: FolderSplit, train: bool, size: int, resize: int = 256, flip: bool = True, seed: int = 0):
         self.samples = split.samples
         self.train, self.size, self.resize, self.flip, self.seed = train, size, resize, flip, seed
 
@@ -208,34 +214,34 @@ def collate_skipping(items):
 
 # ----------------------------------------------------------------------------- sampling and loading
 
+
 class ShardedSampler(Sampler):
     """This rank's share of an epoch, as (index, epoch) pairs.
 
-    Training: the epoch's seeded permutation (the same function as the in-memory loader's),
-    rank r taking every world-th index from r, cut to whole batches so every rank runs the same
-    number of steps (as DistributedSampler(drop_last=True) with a batch sampler dropping the tail).
-    Evaluation: indices[rank::world], every sample on exactly one rank, no padding.
+    The order is `loader.shard_indices`, the in-memory loader's. Training: the epoch's seeded
+    permutation, rank r taking every world-th index from r, cut to whole batches so every rank runs
+    the same number of steps (as DistributedSampler(drop_last=True) with a batch sampler dropping
+    the tail). Evaluation: indices[rank::world], every sample on exactly one rank, no padding.
     """
 
     def __init__(self, n: int, batch_size: int, train: bool, seed: int, rank: int, world_size: int):
         self.n, self.batch_size, self.train = n, batch_size, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch, self.start = 0, 0
-        if train and n // world_size // batch_size == 0:
-            raise UserError(f"{n} training images are too few for a batch of {batch_size} on each of "
-                            f"{world_size} processes; lower --train-batch")
+        if train and train_steps(n, world_size, batch_size) == 0:
+            raise UserError(
+                f"{n} training images are too few for a batch of {batch_size} on each of "
+                f"{world_size} processes; lower --train-batch"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def indices(self) -> torch.Tensor:
-        if not self.train:
-            return torch.arange(self.n)[self.rank::self.world_size]
-        per_rank = (self.n // self.world_size // self.batch_size) * self.batch_size
-        return epoch_permutation(self.n, self.seed, self.epoch)[self.rank::self.world_size][:per_rank]
+        return shard_indices(self.n, self.seed, self.epoch, self.rank, self.world_size, self.batch_size, self.train)
 
     def __iter__(self):
-        idx = self.indices()[self.start * self.batch_size:].tolist()
+        idx = self.indices()[self.start * self.batch_size :].tolist()
         return iter([(i, self.epoch) for i in idx])
 
     def __len__(self) -> int:
@@ -246,8 +252,21 @@ class FolderLoader:
     """The loop's interface (`set_epoch`, `len`, `iterate(start_batch)`) over a folder split:
     DataLoader workers decode and crop; batches arrive as uint8 on the device."""
 
-    def __init__(self, split: FolderSplit, batch_size: int, *, train: bool, size: int, resize: int,
-                 flip: bool, seed: int, rank: int, world_size: int, workers: int, device: torch.device):
+    def __init__(
+        self,
+        split: FolderSplit,
+        batch_size: int,
+        *,
+        train: bool,
+        size: int,
+        resize: int,
+        flip: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+        workers: int,
+        device: torch.device,
+    ):
         self.split, self.batch_size, self.train, self.device = split, batch_size, train, device
         self.dataset = FolderDataset(split, train, size, resize, flip, seed)
         self.sampler = ShardedSampler(len(split), batch_size, train, seed, rank, world_size)
@@ -255,9 +274,16 @@ class FolderLoader:
         kw = {}
         if workers > 0:
             kw = dict(persistent_workers=True, prefetch_factor=4)
-        self.loader = DataLoader(self.dataset, batch_size=batch_size, sampler=self.sampler,
-                                 num_workers=workers, collate_fn=collate_skipping,
-                                 pin_memory=device.type == "cuda", drop_last=train, **kw)
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate_skipping,
+            pin_memory=device.type == "cuda",
+            drop_last=train,
+            **kw,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -281,8 +307,10 @@ class FolderLoader:
             for x, y, bad in self.loader:
                 self.skipped += bad
                 if y.numel() == 0:
-                    raise UserError(f"every image of a batch was unreadable ({', '.join(bad[:3])}, ...); "
-                                    f"check the data folder {self.split.root}")
+                    raise UserError(
+                        f"every image of a batch was unreadable ({', '.join(bad[:3])}, ...); "
+                        f"check the data folder {self.split.root}"
+                    )
                 yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
         finally:
             self.sampler.start = 0

@@ -5,6 +5,7 @@ batches an uninterrupted one would, and every rank agrees on the permutation bef
 share. Training drops the ragged tail so that every rank runs the same number of steps; evaluation
 gives every sample to exactly one rank (nothing counted twice or dropped).
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,11 +16,45 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def train_steps(n: int, world_size: int, batch_size: int) -> int:
+    """The number of whole batches each of `world_size` ranks gets from `n` training samples."""
+    return n // world_size // batch_size
+
+
+def shard_indices(
+    n: int, seed: int, epoch: int, rank: int, world_size: int, batch_size: int, train: bool
+) -> torch.Tensor:
+    """The sample indices rank `rank` of `world_size` takes in `epoch`, in order.
+
+    Training: the epoch's seeded permutation of range(n), every world_size-th entry from `rank`,
+    cut to whole batches so that every rank runs the same number of steps (a ValueError when that
+    is no batch at all). Evaluation: range(n)[rank::world_size], every sample on exactly one rank.
+    The in-memory loader and the image-folder sampler both take their order from here.
+    """
+    if not train:
+        return torch.arange(n)[rank::world_size]
+    per_rank = train_steps(n, world_size, batch_size) * batch_size
+    if per_rank == 0:
+        raise ValueError(
+            f"{n} training images are too few for a batch of {batch_size} on each of {world_size} processes"
+        )
+    return epoch_permutation(n, seed, epoch)[rank::world_size][:per_rank]
+
+
 class InMemoryLoader:
     """Iterates (uint8 images, int64 labels) batches from tensors already on the device."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
-                 seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if len(images) != len(labels):
             raise ValueError("images and labels differ in length")
         self.images, self.labels = images, labels
@@ -31,19 +66,14 @@ class InMemoryLoader:
         self.epoch = epoch
 
     def indices(self) -> torch.Tensor:
-        n = len(self.labels)
-        if not self.train:
-            return torch.arange(n)[self.rank::self.world_size]
-        perm = epoch_permutation(n, self.seed, self.epoch)
-        per_rank = (n // self.world_size // self.batch_size) * self.batch_size
-        if per_rank == 0:
-            raise ValueError(f"{n} training images are too few for a batch of {self.batch_size} "
-                             f"on each of {self.world_size} processes")
-        return perm[self.rank::self.world_size][:per_rank]
+        return shard_indices(
+            len(self.labels), self.seed, self.epoch, self.rank, self.world_size, self.batch_size, self.train
+        )
 
     def __len__(self) -> int:
-        n = len(self.indices()) if not self.train else (len(self.labels) // self.world_size // self.batch_size)
-        return n if self.train else (n + self.batch_size - 1) // self.batch_size
+        if self.train:
+            return train_steps(len(self.labels), self.world_size, self.batch_size)
+        return (len(self.indices()) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         return self.iterate()
@@ -51,5 +81,5 @@ class InMemoryLoader:
     def iterate(self, start_batch: int = 0):
         idx = self.indices().to(self.images.device)
         for s in range(start_batch * self.batch_size, len(idx), self.batch_size):
-            b = idx[s:s + self.batch_size]
+            b = idx[s : s + self.batch_size]
             yield self.images.index_select(0, b), self.labels.index_select(0, b)

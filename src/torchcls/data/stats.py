@@ -1,13 +1,19 @@
-"""Checked-in normalisation constants, per data set, from its TRAINING split.
+"""The one table of what torchcls knows about each in-memory data set: `DATASETS`, name -> title,
+class count and the normalisation constants of its TRAINING split.
+
+The loaders (cifar.py, fashion_mnist.py) and the name look-ups (datasets.py) read it; how each
+data set's files are laid out stays with its loader. It is a leaf module so that they all can.
 
 mean and std are per channel in [0, 1] units; std is the standard deviation over all pixels of
 the channel across the whole training set (not the mean of per-image stds, a common mistake that
 gives e.g. 0.2023/0.1994/0.2010 for CIFAR-10). tests/test_data.py recomputes the CIFAR-10 and
 Fashion-MNIST values from the real files with `compute_mean_std` and checks them to 1e-3.
 """
+
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -28,10 +34,20 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 FASHION_MNIST_MEAN = (0.2190,)
 FASHION_MNIST_STD = (0.3318,)
 
-STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
-    "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
-    "fashion-mnist": (FASHION_MNIST_MEAN, FASHION_MNIST_STD),
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # the canonical name (--dataset)
+    title: str  # as written in messages
+    num_classes: int
+    mean: tuple[float, ...]  # per channel as stored (1 for Fashion-MNIST; normalize() repeats it to 3)
+    std: tuple[float, ...]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo("cifar10", "CIFAR-10", 10, CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": DatasetInfo("cifar100", "CIFAR-100", 100, CIFAR100_MEAN, CIFAR100_STD),
+    "fashion-mnist": DatasetInfo("fashion-mnist", "Fashion-MNIST", 10, FASHION_MNIST_MEAN, FASHION_MNIST_STD),
 }
 
 

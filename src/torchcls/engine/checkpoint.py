@@ -1,28 +1,27 @@
-"""Atomic checkpoint writes, safe loads (weights_only=True), and finding the latest good one.
+"""A run's whole state: atomic writes, safe loads (weights_only=True), exact restore (RNG included),
+and finding the latest good checkpoint.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 over the old one: readers and crashes see either the old complete file or the new complete file.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
+import random
 import tempfile
-import time
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from torchcls.errors import UserError
 
 LAST = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
-# tests only: seconds to sleep between writing a checkpoint's temporary file and renaming it
-SLOW_SAVE_ENV = "TORCHCLS_TEST_SLOW_SAVE"
 
 
 class CheckpointWriteError(UserError):
@@ -59,8 +58,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        if os.environ.get(SLOW_SAVE_ENV):  # tests only: widen the write-to-rename window to kill in it
-            time.sleep(float(os.environ[SLOW_SAVE_ENV]))
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -72,7 +69,8 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             reason = err.strerror or str(err)
             raise CheckpointWriteError(
                 f"could not write checkpoint {path}: {reason} (errno {err.errno}); the previous "
-                f"{path.name} is unchanged. Free disk space and continue with --resume auto") from None
+                f"{path.name} is unchanged. Free disk space and continue with --resume auto"
+            ) from None
         raise
     _remove_stale_temps(path)
     try:  # make the rename itself durable
@@ -96,8 +94,9 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dic
         head = f.read(4)
     # torch.save writes a zip archive (PyTorch >= 1.6) or, before that, a pickle (protocol 2: b"\x80\x02")
     if head[:2] != b"PK" and head[:1] != b"\x80":
-        raise UserError(f"checkpoint {path} is not a PyTorch checkpoint (neither a zip archive nor a pickle); "
-                        "is it the right file?")
+        raise UserError(
+            f"checkpoint {path} is not a PyTorch checkpoint (neither a zip archive nor a pickle); is it the right file?"
+        )
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the outcome says enough
             warnings.simplefilter("ignore")
@@ -105,15 +104,16 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     except pickle.UnpicklingError as e:
         detail = _unpickler_detail(str(e))
         if "Unsupported global" in detail:
-            raise UserError(f"checkpoint {path} was refused: it holds objects other than tensors and plain "
-                            f"data, which torchcls never unpickles ({detail})") from None
+            raise UserError(
+                f"checkpoint {path} was refused: it holds objects other than tensors and plain "
+                f"data, which torchcls never unpickles ({detail})"
+            ) from None
         raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt): {detail}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
         raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt): {first[:200]}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise UserError(f"checkpoint {path} is not a torchcls/pytorch-classification checkpoint "
-                        "(no 'state_dict' key)")
+        raise UserError(f"checkpoint {path} is not a torchcls/pytorch-classification checkpoint (no 'state_dict' key)")
     return ckpt
 
 
@@ -129,33 +129,6 @@ def _unpickler_detail(msg: str) -> str:
     return "weights_only unpickler error"
 
 
-def clean_state_dict(state: dict) -> dict:
-    """Strip the `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes."""
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
-
-
-def load_model_weights(model: nn.Module, state: dict, source: str) -> None:
-    """Load weights, with one clear line when the checkpoint is of another network or class count."""
-    state = clean_state_dict(state)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise UserError(f"{source} does not fit this model: {len(missing)} missing and {len(unexpected)} "
-                        f"unexpected weights (e.g. {(missing or unexpected)[0]!r}); is it another architecture?")
-    for k, v in state.items():
-        if own[k].shape != v.shape:
-            raise UserError(f"{source} does not fit this model: {k} has shape {tuple(v.shape)} in the "
-                            f"checkpoint but {tuple(own[k].shape)} here (another class count or width?)")
-    model.load_state_dict(state)
-
-
 def find_resume(run_dir: Path) -> Path | None:
     """The checkpoint `--resume auto` continues from: `run_dir`/checkpoint.pth.tar, or None when the
     run folder has none yet (a new run starts). One that exists but does not load is an error, not a
@@ -168,7 +141,81 @@ def find_resume(run_dir: Path) -> Path | None:
         safe_load(last)
     except UserError as e:
         best = run_dir / BEST
-        raise UserError(f"--resume auto: {e}. Move it away to start a new run in {run_dir}"
-                        + (f", or pass --resume {best} to continue from the best one" if best.is_file() else "")
-                        ) from None
+        raise UserError(
+            f"--resume auto: {e}. Move it away to start a new run in {run_dir}"
+            + (f", or pass --resume {best} to continue from the best one" if best.is_file() else "")
+        ) from None
     return last
+
+
+# ----------------------------------------------------------------------------- a run's whole state
+
+
+def rng_state(device: torch.device) -> dict:
+    st = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def set_rng_state(st: dict, device: torch.device) -> None:
+    torch.set_rng_state(st["torch"])
+    if "python" in st:
+        random.setstate((3, tuple(st["python"]), st.get("python_pos")))
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def run_state(run, *, epoch: int, batch: int, acc, best_acc: float, partial: dict | None, aug_gen, meta: dict) -> dict:
+    """The checkpoint of `run` (engine/setup.py's Run) at `epoch` (epochs done) and `batch` (batches
+    done of the next one, 0 at an epoch's end): weights, optimizer, schedule, scaler, weight average,
+    every RNG (the augmentation generator's too, mid-epoch), the epoch's partial sums, and `meta`
+    (architecture, classes, mean/std, input size, seed, config: what a checkpoint needs to be used alone)."""
+    return {
+        "epoch": epoch,
+        "batch": batch,
+        "state_dict": run.raw_model.state_dict(),
+        "acc": acc,
+        "best_acc": best_acc,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": rng_state(run.device),
+        "aug_rng": aug_gen.get_state() if aug_gen is not None else None,
+        "partial": partial,
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        **meta,
+    }
+
+
+def restore_run(run, state: dict, steps_per_epoch: int, source: str) -> dict:
+    """Put a checkpoint's optimizer, schedule, scaler, weight average and RNG back into `run` (its
+    weights were loaded by build_run). Returns where the run continues: epoch, batch, best_acc,
+    partial (the interrupted epoch's sums) and aug_rng (its augmentation generator)."""
+    epoch = int(state["epoch"])
+    if state.get("optimizer"):
+        try:
+            run.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as e:  # e.g. parameter groups changed by --no-wd-norm-bias/--bias-lr-scale
+            raise UserError(
+                f"{source}: its optimizer state does not fit this run's parameter groups ({e}); "
+                "resume with the run's own --no-wd-norm-bias and --bias-lr-scale"
+            ) from None
+    if state.get("scheduler"):
+        run.scheduler.load_state_dict(state["scheduler"])
+    else:  # an original pytorch-classification checkpoint: rebuild the schedule position
+        run.scheduler.last_epoch = epoch * steps_per_epoch - 1
+        run.scheduler.step()
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    if state.get("ema") and run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    if state.get("rng"):
+        set_rng_state(state["rng"], run.device)
+    return {
+        "epoch": epoch,
+        "batch": int(state.get("batch", 0)),
+        "best_acc": float(state.get("best_acc", 0.0)),
+        "partial": state.get("partial"),
+        "aug_rng": state.get("aug_rng"),
+    }

@@ -3,6 +3,7 @@
 `torchcls train` alone is one process (world size 1); under `torchrun` the environment names the
 rank and world size and the same code path runs with DistributedDataParallel.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from torchcls.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the job; the default is a single process."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -27,6 +32,9 @@ class DistInfo:
         return self.rank == 0
 
 
+SINGLE = DistInfo()  # one process, no process group
+
+
 def init_distributed(device_type: str, backend: str = "auto") -> DistInfo:
     """Initialise the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -37,8 +45,6 @@ def init_distributed(device_type: str, backend: str = "auto") -> DistInfo:
     if backend == "auto":
         backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl" and device_type != "cuda":
-        from torchcls.errors import UserError
-
         raise UserError("--dist-backend nccl needs CUDA devices; on CPUs use gloo (the default there)")
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
@@ -47,8 +53,9 @@ def init_distributed(device_type: str, backend: str = "auto") -> DistInfo:
         # per attempt, gloo would read the dead attempt's addresses and fail to connect.
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world))
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"torchcls/attempt{attempt}/", store),
-                                rank=rank, world_size=world)
+        dist.init_process_group(
+            backend=backend, store=dist.PrefixStore(f"torchcls/attempt{attempt}/", store), rank=rank, world_size=world
+        )
     return DistInfo(rank, world, local_rank)
 
 

@@ -8,11 +8,13 @@ floating-point buffers (BatchNorm running statistics): avg = d * avg + (1 - d) *
 d = min(decay, (1 + n) / (10 + n)) after n updates, so early on the average follows the model
 closely (timm's and the torchvision references' warm-up). Integer buffers are copied.
 """
+
 from __future__ import annotations
 
 import copy
 
 import torch
+import torch.distributed as tdist
 import torch.nn as nn
 
 
@@ -34,7 +36,7 @@ class ModelEma:
             return
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         self.updates += 1
-        for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values()):
+        for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
             if avg.dtype.is_floating_point:
                 avg.lerp_(cur.detach(), 1.0 - d)
             else:
@@ -44,7 +46,6 @@ class ModelEma:
     def sync_from_rank0(self) -> None:
         """Under torchrun: every process takes rank 0's average (BatchNorm statistics differ between
         processes between DDP's broadcasts, so their averages drift apart)."""
-        import torch.distributed as tdist
 
         if tdist.is_available() and tdist.is_initialized():
             for t in self.module.state_dict().values():

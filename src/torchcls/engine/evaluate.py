@@ -1,28 +1,13 @@
 """Top-1/top-5 and loss over a whole split, reduced across ranks; optional flip test-time augmentation."""
-from __future__ import annotations
 
-import contextlib
+from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torchcls.data.augment import normalize
-from torchcls.engine.distributed import DistInfo, all_reduce_sum
-
-
-def autocast_ctx(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
-def prepare(x: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:
-    """uint8 batch on the device -> normalised float input in the model's memory format."""
-    x = normalize(x, mean, std)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+from torchcls.engine.distributed import SINGLE, DistInfo, all_reduce_sum
+from torchcls.engine.step import autocast_ctx, prepare
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -30,7 +15,7 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     p = max(abs(dy), abs(dx))
     h, w = x.shape[-2:]
     padded = F.pad(x, (p, p, p, p), mode="reflect")
-    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+    return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, flip: bool = False, shift: int = 0) -> torch.Tensor:
@@ -38,11 +23,13 @@ def tta_logits(model: nn.Module, x: torch.Tensor, flip: bool = False, shift: int
     the image (and its mirror image with `flip`); with `shift` also the image translated by `shift`
     pixels up-left and down-right (each with its mirror image too with `flip`), weighted so the
     unshifted views count half."""
+
     def views(v):
         probs = model(v).float().softmax(1)
         if flip:
             probs = (probs + model(v.flip(3)).float().softmax(1)) / 2
         return probs
+
     if not flip and not shift:
         return model(x).float()
     probs = views(x)
@@ -52,9 +39,20 @@ def tta_logits(model: nn.Module, x: torch.Tensor, flip: bool = False, shift: int
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, *, mean, std, device: torch.device, amp_dtype=None,
-             channels_last: bool = False, tta_flip: bool = False, tta_shift: int = 0,
-             dist_info: DistInfo = DistInfo(), prepared: bool = False) -> dict:
+def evaluate(
+    model: nn.Module,
+    batches,
+    *,
+    mean,
+    std,
+    device: torch.device,
+    amp_dtype=None,
+    channels_last: bool = False,
+    tta_flip: bool = False,
+    tta_shift: int = 0,
+    dist_info: DistInfo = SINGLE,
+    prepared: bool = False,
+) -> dict:
     """Evaluate over `batches` of (images, labels). Every rank passes its own share; the sums are
     all-reduced so every rank returns the same figures over the whole split."""
     was_training = model.training
@@ -77,5 +75,4 @@ def evaluate(model: nn.Module, batches, *, mean, std, device: torch.device, amp_
     model.train(was_training)
     if count == 0:
         return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "count": 0}
-    return {"loss": loss_sum / count, "top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count,
-            "count": int(count)}
+    return {"loss": loss_sum / count, "top1": 100.0 * top1 / count, "top5": 100.0 * top5 / count, "count": int(count)}

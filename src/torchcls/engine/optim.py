@@ -4,6 +4,7 @@ Schedules are functions of the optimizer step, so they resume exactly (the sched
 its step count) and the original's step schedule keeps its meaning: the rate is multiplied by
 gamma at the start of each listed (0-based) epoch.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,9 @@ import torch.nn as nn
 from torchcls.config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_wd_norm_bias: bool, lr: float,
-                 bias_lr_scale: float = 1.0) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, no_wd_norm_bias: bool, lr: float, bias_lr_scale: float = 1.0
+) -> list[dict]:
     """Two groups: the weights, and the 1-d parameters (biases, norm scales and shifts). The 1-d
     ones get no weight decay with `no_wd_norm_bias`, and a learning rate of lr * `bias_lr_scale`
     with their decay divided by it (the same decay per step as without the scale)."""
@@ -26,8 +28,13 @@ def param_groups(model: nn.Module, weight_decay: float, no_wd_norm_bias: bool, l
     no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr}]
     if no_decay:
-        groups.append({"params": no_decay, "lr": lr * bias_lr_scale,
-                       "weight_decay": 0.0 if no_wd_norm_bias else weight_decay / bias_lr_scale})
+        groups.append(
+            {
+                "params": no_decay,
+                "lr": lr * bias_lr_scale,
+                "weight_decay": 0.0 if no_wd_norm_bias else weight_decay / bias_lr_scale,
+            }
+        )
     return groups
 
 
@@ -54,5 +61,4 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, cfg: TrainConfig):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg))

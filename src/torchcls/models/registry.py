@@ -1,21 +1,26 @@
 """The model registry: every architecture is a registered entry point with its metadata.
 
-    @register_model(family="resnet", dataset="cifar")
-    def resnet20(num_classes=10, **kw): ...
+@register_model(family="resnet", dataset="cifar")
+def resnet20(num_classes=10, **kw): ...
 
-    create_model("resnet20", num_classes=100)
-    list_models(dataset="cifar")
+create_model("resnet20", num_classes=100)
+create_model("resnet18")  # an ImageNet-sized model: 1,000 classes unless told otherwise
+list_models(dataset="cifar")
 """
+
 from __future__ import annotations
 
+import difflib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch.nn as nn
 
 # input size by data set kind: the size the model is built for and FLOPs are counted at
 INPUT_SIZES = {"cifar": 32, "imagenet": 224}
+# the class count a model gets when none is asked for, by data set kind (as torchvision and timm do)
+DEFAULT_NUM_CLASSES = {"cifar": 10, "imagenet": 1000}
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class ModelEntry:
     def input_size(self) -> int:
         return INPUT_SIZES[self.dataset]
 
+    @property
+    def num_classes(self) -> int:
+        """The default class count: 1000 for ImageNet-sized models, 10 for CIFAR-sized ones."""
+        return DEFAULT_NUM_CLASSES[self.dataset]
+
     def accepted_kwargs(self) -> set[str] | None:
         """Keyword names the builder accepts, or None when it takes **kwargs."""
         params = inspect.signature(self.fn).parameters
@@ -44,8 +54,9 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(family: str, dataset: str = "cifar", name: str | None = None,
-                   is_family: bool = False, aliases: tuple = ()):
+def register_model(
+    family: str, dataset: str = "cifar", name: str | None = None, is_family: bool = False, aliases: tuple = ()
+):
     """Decorator registering a builder `fn(num_classes=..., **kwargs) -> nn.Module`."""
     if dataset not in INPUT_SIZES:
         raise ValueError(f"dataset must be one of {sorted(INPUT_SIZES)}, got {dataset!r}")
@@ -62,8 +73,9 @@ def register_model(family: str, dataset: str = "cifar", name: str | None = None,
 
 
 def _ensure_loaded() -> None:
-    # importing the families registers them
-    from torchcls.models import cifar, imagenet  # noqa: F401
+    # importing the families registers them; lazy: they import this module (a cycle), and the
+    # ImageNet family imports torchvision (over a second), which `import torchcls.models` should not
+    from torchcls.models import cifar, imagenet  # noqa: F401, PLC0415
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -71,29 +83,34 @@ def get_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        import difflib
-
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}.{hint} Run `torchcls models` for the full list.") from None
 
 
-def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build a registered model. Keyword arguments the builder does not take are an error."""
-    if not isinstance(num_classes, int) or num_classes < 1:
+def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
+    """Build a registered model with `num_classes` outputs (None: the entry's default, 1000 for an
+    ImageNet-sized model, 10 for a CIFAR-sized one). Keyword arguments the builder does not take
+    are an error."""
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     entry = get_entry(name)
+    if num_classes is None:
+        num_classes = entry.num_classes
     accepted = entry.accepted_kwargs()
     if accepted is not None:
         unknown = sorted(set(kwargs) - accepted)
         if unknown:
-            raise ValueError(f"model {name!r} does not take {', '.join(unknown)}; "
-                             f"it takes: {', '.join(sorted(accepted)) or 'no options'}")
+            raise ValueError(
+                f"model {name!r} does not take {', '.join(unknown)}; "
+                f"it takes: {', '.join(sorted(accepted)) or 'no options'}"
+            )
     return entry.fn(num_classes=num_classes, **kwargs)
 
 
-def list_models(dataset: str | None = None, include_families: bool = False,
-                include_aliases: bool = False) -> list[str]:
+def list_models(dataset: str | None = None, include_families: bool = False, include_aliases: bool = False) -> list[str]:
     """Registered names, sorted; optionally only those of one data set kind ('cifar'/'imagenet')."""
     _ensure_loaded()
     names = []
@@ -121,5 +138,4 @@ def check_depth(family: str, depth: int, rule: str, valid: Callable[[int], bool]
         return
     below, above = nearest_valid(depth if isinstance(depth, int) and depth > 0 else 1, valid)
     near = " or ".join(str(d) for d in (below, above) if d is not None)
-    raise ValueError(f"{family}: depth {depth} is not valid; the depth must be {rule} "
-                     f"(nearest valid: {near})")
+    raise ValueError(f"{family}: depth {depth} is not valid; the depth must be {rule} (nearest valid: {near})")

@@ -1,9 +1,14 @@
 """The files a run writes as it goes (rank 0 only): log.txt in the original's format,
 metrics.jsonl with everything, TensorBoard events and log.png."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from torchcls.report.plot import plot_run
 
 LOG_HEADER = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
 
@@ -21,8 +26,6 @@ class RunLogger:
         self.tb = None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
-
                 self.tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
             except ImportError:  # tensorboard is a dependency; tolerate its absence anyway
                 self.tb = None
@@ -41,7 +44,7 @@ class RunLogger:
         self.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
         lines = self.log_txt.read_text().splitlines() if self.log_txt.exists() else []
         head = lines[:1] or ["\t".join(LOG_HEADER)]
-        self.log_txt.write_text("\n".join(head + lines[1:1 + len(rows)]) + "\n")
+        self.log_txt.write_text("\n".join(head + lines[1 : 1 + len(rows)]) + "\n")
 
     def log_epoch(self, row: dict) -> None:
         vals = [row["lr"], row["train_loss"], row["valid_loss"], row["train_acc"], row["valid_acc"]]
@@ -56,8 +59,6 @@ class RunLogger:
                     self.tb.add_scalar(k.replace("_", "/", 1), v, step)
             self.tb.flush()
         if self.plot:
-            from torchcls.report.plot import plot_run
-
             plot_run(self.run_dir)
 
     def close(self) -> None:

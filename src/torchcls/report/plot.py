@@ -1,8 +1,12 @@
 """log.png: loss and accuracy curves of a run, drawn from its metrics.jsonl."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -22,10 +26,8 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path | None:
     rows = read_metrics(Path(run_dir) / "metrics.jsonl")
     if not rows:
         return None
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     ep = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))

@@ -1,13 +1,17 @@
 """Progress of long work: a tqdm bar on a terminal, plain periodic lines in a file or pipe."""
+
 from __future__ import annotations
 
 import sys
 import time
 
+from tqdm import tqdm
+
 
 class Progress:
-    def __init__(self, total: int, desc: str, interval: float = 10.0, enabled: bool = True,
-                 stream=None, initial: int = 0):
+    def __init__(
+        self, total: int, desc: str, interval: float = 10.0, enabled: bool = True, stream=None, initial: int = 0
+    ):
         self.total, self.desc, self.interval = total, desc, interval
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -16,10 +20,7 @@ class Progress:
         self.last_line = self.start
         self.bar = None
         if enabled and self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream,
-                            dynamic_ncols=True, leave=False)
+            self.bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream, dynamic_ncols=True, leave=False)
 
     def update(self, n: int = 1, **stats) -> None:
         if not self.enabled:

@@ -1,4 +1,5 @@
 """CIFAR-sized (32x32 input) models, one file per family. Importing registers them."""
+
 from torchcls.models.cifar import (  # noqa: F401
     alexnet,
     densenet,

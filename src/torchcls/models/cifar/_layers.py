@@ -1,4 +1,5 @@
 """Small pieces shared by the CIFAR model files: conv helpers, weight init, argument checks."""
+
 from __future__ import annotations
 
 import torch.nn as nn
@@ -6,8 +7,7 @@ import torch.nn as nn
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding 1 and no bias (a BatchNorm follows or precedes it)."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1,
-                     groups=groups, bias=False)
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -37,8 +37,7 @@ def pick_block(family: str, block_name: str, blocks: dict[str, type]) -> type:
         block = by_lower.get(block_name.lower())
         if block is not None:
             return block
-    raise ValueError(f"{family}: unknown block_name {block_name!r}; "
-                     f"choose one of: {', '.join(blocks)}")
+    raise ValueError(f"{family}: unknown block_name {block_name!r}; choose one of: {', '.join(blocks)}")
 
 
 def check_positive_int(family: str, name: str, value, minimum: int = 1) -> None:

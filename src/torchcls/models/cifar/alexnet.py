@@ -4,6 +4,7 @@ Five convolutions and a single linear classifier, no dropout and no BatchNorm: t
 first convolution keeps AlexNet's 11x11 stride-4 filters, so a 32x32 image is 8x8
 after it and 1x1 after the third max-pool, which leaves 256 features for the head.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,19 +18,19 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=5),     # 32 -> 8
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=5),  # 32 -> 8
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2, stride=2),                     # 8 -> 4
+            nn.MaxPool2d(kernel_size=2, stride=2),  # 8 -> 4
             nn.Conv2d(64, 192, kernel_size=5, padding=2),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2, stride=2),                     # 4 -> 2
+            nn.MaxPool2d(kernel_size=2, stride=2),  # 4 -> 2
             nn.Conv2d(192, 384, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(384, 256, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(256, 256, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2, stride=2),                     # 2 -> 1
+            nn.MaxPool2d(kernel_size=2, stride=2),  # 2 -> 1
         )
         self.classifier = nn.Linear(256, num_classes)
         init_weights(self)

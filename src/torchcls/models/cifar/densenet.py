@@ -6,6 +6,7 @@ BN-ReLU-conv3x3(k) and its k new maps are concatenated onto its input. Between b
 transition layer (BN-ReLU-conv1x1-avgpool 2x2) divides the channels by compression_rate
 (2 for the paper's theta = 0.5). A final BN-ReLU, global average pooling and a linear layer.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,25 +60,30 @@ class Transition(nn.Module):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, depth: int = 100, growth_rate: int = 12, compression_rate: float = 2,
-                 drop_rate: float = 0.0, num_classes: int = 10):
+    def __init__(
+        self,
+        depth: int = 100,
+        growth_rate: int = 12,
+        compression_rate: float = 2,
+        drop_rate: float = 0.0,
+        num_classes: int = 10,
+    ):
         super().__init__()
         check_int_depth("densenet", depth)
         check_depth("densenet", depth, "6n+4", lambda d: d >= 10 and (d - 4) % 6 == 0)
         check_positive_int("densenet", "growth_rate", growth_rate)
-        if isinstance(compression_rate, bool) or not isinstance(compression_rate, (int, float)) \
-                or compression_rate < 1:
+        if isinstance(compression_rate, bool) or not isinstance(compression_rate, (int, float)) or compression_rate < 1:
             raise ValueError(f"densenet: compression_rate must be a number >= 1, got {compression_rate!r}")
         check_drop_rate("densenet", drop_rate)
         n = (depth - 4) // 6
 
         planes = 2 * growth_rate
         self.conv1 = conv3x3(3, planes)
-        self.block1, planes = self._make_block(planes, n, growth_rate, drop_rate)     # 32x32
+        self.block1, planes = self._make_block(planes, n, growth_rate, drop_rate)  # 32x32
         self.trans1, planes = self._make_transition(planes, compression_rate)
-        self.block2, planes = self._make_block(planes, n, growth_rate, drop_rate)     # 16x16
+        self.block2, planes = self._make_block(planes, n, growth_rate, drop_rate)  # 16x16
         self.trans2, planes = self._make_transition(planes, compression_rate)
-        self.block3, planes = self._make_block(planes, n, growth_rate, drop_rate)     # 8x8
+        self.block3, planes = self._make_block(planes, n, growth_rate, drop_rate)  # 8x8
         self.bn = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -105,8 +111,9 @@ class DenseNet(nn.Module):
 
 
 @register_model(family="densenet", dataset="cifar", is_family=True)
-def densenet(num_classes: int = 10, depth: int = 100, growth_rate: int = 12,
-             compression_rate: float = 2, drop_rate: float = 0.0) -> nn.Module:
+def densenet(
+    num_classes: int = 10, depth: int = 100, growth_rate: int = 12, compression_rate: float = 2, drop_rate: float = 0.0
+) -> nn.Module:
     """DenseNet-BC; depth must be 6n+4 ((depth-4)/6 bottleneck layers per block)."""
     return DenseNet(depth, growth_rate, compression_rate, drop_rate, num_classes)
 

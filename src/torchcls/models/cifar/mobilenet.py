@@ -7,6 +7,7 @@ followed by BatchNorm and ReLU. For 32x32 inputs the stem convolution has stride
 network downsamples four times (32 -> 2), so the 7x7 average pool of the ImageNet model
 becomes a 2x2 one. Width multiplier 1.0: 3,217,226 parameters with 10 classes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,7 @@ from torchcls.models.cifar._layers import init_weights
 from torchcls.models.registry import register_model
 
 # output channels of each depthwise-separable block; (channels, stride) where it downsamples
-CONFIG: list = [64, (128, 2), 128, (256, 2), 256, (512, 2),
-                512, 512, 512, 512, 512, (1024, 2), 1024]
+CONFIG: list = [64, (128, 2), 128, (256, 2), 256, (512, 2), 512, 512, 512, 512, 512, (1024, 2), 1024]
 
 
 class DepthwiseSeparable(nn.Module):
@@ -26,8 +26,9 @@ class DepthwiseSeparable(nn.Module):
 
     def __init__(self, in_planes: int, out_planes: int, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, in_planes, kernel_size=3, stride=stride, padding=1,
-                               groups=in_planes, bias=False)
+        self.conv1 = nn.Conv2d(
+            in_planes, in_planes, kernel_size=3, stride=stride, padding=1, groups=in_planes, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv2 = nn.Conv2d(in_planes, out_planes, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_planes)

@@ -9,6 +9,7 @@ identity when the channel count is kept, otherwise a 1x1 convolution + BatchNorm
 projection. A 1x1 convolution to 1280 channels, global average pooling and a Linear
 head finish it: 2,296,922 parameters with 10 classes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,7 @@ class InvertedResidual(nn.Module):
         planes = expansion * in_planes
         self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1,
-                               groups=planes, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, groups=planes, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out_planes, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes)
@@ -69,8 +69,7 @@ class MobileNetV2(nn.Module):
         in_planes = 32
         for expansion, out_planes, num_blocks, stride in CONFIG:
             for i in range(num_blocks):
-                blocks.append(InvertedResidual(in_planes, out_planes, expansion,
-                                               stride if i == 0 else 1))
+                blocks.append(InvertedResidual(in_planes, out_planes, expansion, stride if i == 0 else 1))
                 in_planes = out_planes
         self.layers = nn.Sequential(*blocks)
         self.conv2 = nn.Conv2d(in_planes, 1280, kernel_size=1, bias=False)

@@ -11,6 +11,7 @@ double the channels (32x32 -> 8x8), global average pooling and a Linear head.
   separable conv, the two sums concatenated and reduced by a 1x1 conv), 32 channels:
   451,626 parameters (both with 10 classes).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,15 @@ class SepConv(nn.Module):
 
     def __init__(self, in_planes: int, out_planes: int, kernel_size: int, stride: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, out_planes, kernel_size, stride=stride,
-                               padding=(kernel_size - 1) // 2, groups=in_planes, bias=False)
+        self.conv1 = nn.Conv2d(
+            in_planes,
+            out_planes,
+            kernel_size,
+            stride=stride,
+            padding=(kernel_size - 1) // 2,
+            groups=in_planes,
+            bias=False,
+        )
         self.bn1 = nn.BatchNorm2d(out_planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,8 +52,9 @@ class PoolBranch(nn.Module):
         self.stride = stride
         self.proj: nn.Module = nn.Identity()
         if stride == 2:
-            self.proj = nn.Sequential(nn.Conv2d(in_planes, out_planes, kernel_size=1, bias=False),
-                                      nn.BatchNorm2d(out_planes))
+            self.proj = nn.Sequential(
+                nn.Conv2d(in_planes, out_planes, kernel_size=1, bias=False), nn.BatchNorm2d(out_planes)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(F.max_pool2d(x, kernel_size=3, stride=self.stride, padding=1))
@@ -78,15 +87,14 @@ class CellB(nn.Module):
 
 
 class PNASNet(nn.Module):
-    def __init__(self, cell: type, num_planes: int, num_classes: int = 10,
-                 cells_per_stage: int = CELLS_PER_STAGE):
+    def __init__(self, cell: type, num_planes: int, num_classes: int = 10, cells_per_stage: int = CELLS_PER_STAGE):
         super().__init__()
         self.conv1 = nn.Conv2d(3, num_planes, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(num_planes)
         layers: list[nn.Module] = []
         in_planes = num_planes
         for stage in range(3):
-            planes = num_planes * 2 ** stage
+            planes = num_planes * 2**stage
             if stage > 0:  # a stride-2 cell doubles the channels between stages
                 layers.append(cell(in_planes, planes, stride=2))
                 in_planes = planes

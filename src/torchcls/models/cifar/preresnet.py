@@ -6,6 +6,7 @@ nothing after the addition, so the shortcut path stays a clean identity. The sho
 projection where the shape changes is a bare 1x1 convolution (it reads the block's
 pre-activated input), and a final BN-ReLU precedes the global pooling.
 """
+
 from __future__ import annotations
 
 import torch
@@ -91,9 +92,9 @@ class PreResNet(nn.Module):
 
         self.in_planes = 16
         self.conv1 = conv3x3(3, 16)
-        self.layer1 = self._make_stage(block, 16, n, stride=1)   # 32x32
-        self.layer2 = self._make_stage(block, 32, n, stride=2)   # 16x16
-        self.layer3 = self._make_stage(block, 64, n, stride=2)   # 8x8
+        self.layer1 = self._make_stage(block, 16, n, stride=1)  # 32x32
+        self.layer2 = self._make_stage(block, 32, n, stride=2)  # 16x16
+        self.layer3 = self._make_stage(block, 64, n, stride=2)  # 8x8
         self.bn = nn.BatchNorm2d(64 * block.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

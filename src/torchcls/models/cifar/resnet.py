@@ -6,6 +6,7 @@ With BasicBlocks (two 3x3 convs) the network has 6n+2 weighted layers (ResNet-20
 56/110/1202); with Bottleneck blocks (1x1, 3x3, 1x1, expansion 4) it has 9n+2 (ResNet-164).
 Where a block changes the shape, the shortcut is a 1x1 convolution + BN projection.
 """
+
 from __future__ import annotations
 
 import torch
@@ -95,9 +96,9 @@ class ResNet(nn.Module):
         self.conv1 = conv3x3(3, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_stage(block, 16, n, stride=1)   # 32x32
-        self.layer2 = self._make_stage(block, 32, n, stride=2)   # 16x16
-        self.layer3 = self._make_stage(block, 64, n, stride=2)   # 8x8
+        self.layer1 = self._make_stage(block, 16, n, stride=1)  # 32x32
+        self.layer2 = self._make_stage(block, 32, n, stride=2)  # 16x16
+        self.layer3 = self._make_stage(block, 64, n, stride=2)  # 8x8
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64 * block.expansion, num_classes)
         init_weights(self)

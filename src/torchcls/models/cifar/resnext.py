@@ -7,6 +7,7 @@ followed by BN. The group width d is 64 in the first stage and doubles with each
 the block outputs are 64*w, 128*w and 256*w channels (w = widen_factor, 4 in the paper,
 so 256/512/1024). Where a block changes the shape the shortcut is a 1x1 conv + BN.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,7 @@ from torchcls.models.registry import check_depth, register_model
 class ResNeXtBottleneck(nn.Module):
     """conv1x1(D)-BN-ReLU, grouped conv3x3(D, C groups)-BN-ReLU, conv1x1(out)-BN; + shortcut, ReLU."""
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int, cardinality: int,
-                 group_width: int):
+    def __init__(self, in_planes: int, out_planes: int, stride: int, cardinality: int, group_width: int):
         super().__init__()
         d = cardinality * group_width  # width of the grouped convolution
         self.conv_reduce = conv1x1(in_planes, d)
@@ -32,8 +32,7 @@ class ResNeXtBottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = None
         if stride != 1 or in_planes != out_planes:
-            self.shortcut = nn.Sequential(conv1x1(in_planes, out_planes, stride),
-                                          nn.BatchNorm2d(out_planes))
+            self.shortcut = nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
@@ -44,8 +43,9 @@ class ResNeXtBottleneck(nn.Module):
 
 
 class CifarResNeXt(nn.Module):
-    def __init__(self, depth: int = 29, cardinality: int = 8, widen_factor: int = 4,
-                 base_width: int = 64, num_classes: int = 10):
+    def __init__(
+        self, depth: int = 29, cardinality: int = 8, widen_factor: int = 4, base_width: int = 64, num_classes: int = 10
+    ):
         super().__init__()
         check_int_depth("resnext", depth)
         check_depth("resnext", depth, "9n+2", lambda d: d >= 11 and (d - 2) % 9 == 0)
@@ -65,11 +65,10 @@ class CifarResNeXt(nn.Module):
             blocks = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(ResNeXtBottleneck(in_planes, out_planes, stride, cardinality,
-                                                base_width * 2 ** i))
+                blocks.append(ResNeXtBottleneck(in_planes, out_planes, stride, cardinality, base_width * 2**i))
                 in_planes = out_planes
             stages.append(nn.Sequential(*blocks))
-        self.stage1, self.stage2, self.stage3 = stages   # 32x32, 16x16, 8x8
+        self.stage1, self.stage2, self.stage3 = stages  # 32x32, 16x16, 8x8
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(outs[-1], num_classes)
         init_weights(self)
@@ -82,8 +81,7 @@ class CifarResNeXt(nn.Module):
 
 
 @register_model(family="resnext", dataset="cifar", is_family=True)
-def resnext(num_classes: int = 10, depth: int = 29, cardinality: int = 8,
-            widen_factor: int = 4) -> nn.Module:
+def resnext(num_classes: int = 10, depth: int = 29, cardinality: int = 8, widen_factor: int = 4) -> nn.Module:
     """CIFAR ResNeXt; depth must be 9n+2, group width 64 in the first stage."""
     return CifarResNeXt(depth, cardinality, widen_factor, num_classes=num_classes)
 

@@ -11,6 +11,7 @@ For 32x32 inputs the stem is a stride-1 3x3 convolution 3 -> 24 without the max-
 the ImageNet model. `net_size` is the width multiplier of the paper (0.5, 1, 1.5, 2);
 width 1.0 has 1,263,854 parameters with 10 classes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -63,8 +64,9 @@ class DownUnit(nn.Module):
         super().__init__()
         mid = out_channels // 2
         # left branch: 3x3 depthwise (stride 2) -> 1x1
-        self.conv1 = nn.Conv2d(in_channels, in_channels, kernel_size=3, stride=2, padding=1,
-                               groups=in_channels, bias=False)
+        self.conv1 = nn.Conv2d(
+            in_channels, in_channels, kernel_size=3, stride=2, padding=1, groups=in_channels, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv2 = nn.Conv2d(in_channels, mid, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(mid)
@@ -89,14 +91,15 @@ class ShuffleNetV2(nn.Module):
     def __init__(self, net_size: float = 1.0, num_classes: int = 10):
         super().__init__()
         if net_size not in WIDTHS:
-            raise ValueError(f"shufflenetv2: net_size must be one of "
-                             f"{', '.join(str(k) for k in WIDTHS)}, got {net_size!r}")
+            raise ValueError(
+                f"shufflenetv2: net_size must be one of {', '.join(str(k) for k in WIDTHS)}, got {net_size!r}"
+            )
         *stage_channels, last_channels = WIDTHS[net_size]
         self.conv1 = nn.Conv2d(3, 24, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
         in_channels = 24
         stages: list[nn.Module] = []
-        for out_channels, num_blocks in zip(stage_channels, NUM_BLOCKS):
+        for out_channels, num_blocks in zip(stage_channels, NUM_BLOCKS, strict=True):
             units = [DownUnit(in_channels, out_channels)]
             units += [BasicUnit(out_channels) for _ in range(num_blocks)]
             stages.append(nn.Sequential(*units))

@@ -15,6 +15,7 @@ seconds on a single GPU", 2024), whose ideas it uses; the code is this project's
 Input 32x32x3: whitening 2x2 (no padding) -> 31, groups pool to 15, 7, 3, then the global max-pool.
 The recipe that trains it is recipes/cifar10-speednet.yaml; its results are in docs/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,7 +41,7 @@ class _ConvGroup(nn.Module):
         self.act = nn.GELU()
         for conv in (self.conv1, self.conv2):
             w = conv.weight.data
-            nn.init.dirac_(w[:w.size(1)])  # identity on the first in_channels filters, default init on the rest
+            nn.init.dirac_(w[: w.size(1)])  # identity on the first in_channels filters, default init on the rest
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))
@@ -48,8 +49,13 @@ class _ConvGroup(nn.Module):
 
 
 class SpeedNet(nn.Module):
-    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256),
-                 in_channels: int = 3, scale: float = 1 / 9):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: tuple[int, int, int] = (64, 256, 256),
+        in_channels: int = 3,
+        scale: float = 1 / 9,
+    ):
         super().__init__()
         patch = in_channels * 2 * 2
         self.whiten = nn.Conv2d(in_channels, 2 * patch, kernel_size=2, padding=0, bias=True)

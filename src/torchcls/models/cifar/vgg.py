@@ -5,6 +5,7 @@ convolutions, a 2x2 max-pool after each stage. On a 32x32 input the five pools l
 1x1x512 map, so the three fully connected layers of the ImageNet model become a single
 Linear(512, num_classes). The `_bn` variants put a BatchNorm after every convolution.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,7 @@ CONFIGS: dict[int, list] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-         512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
 
 

@@ -6,6 +6,7 @@ on 32x32, 16x16 and 8x8 maps; a final BN-ReLU, global average pooling and a line
 Dropout, when used, sits between the two convolutions of each block (Sec. 2.4). Where
 the width or resolution changes, the shortcut is a 1x1 convolution of the pre-activated input.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,7 @@ class WideBasicBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    def __init__(self, depth: int = 28, widen_factor: int = 10, drop_rate: float = 0.0,
-                 num_classes: int = 10):
+    def __init__(self, depth: int = 28, widen_factor: int = 10, drop_rate: float = 0.0, num_classes: int = 10):
         super().__init__()
         check_int_depth("wrn", depth)
         check_depth("wrn", depth, "6n+4", lambda d: d >= 10 and (d - 4) % 6 == 0)
@@ -58,9 +58,9 @@ class WideResNet(nn.Module):
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
 
         self.conv1 = conv3x3(3, widths[0])
-        self.block1 = self._make_group(widths[0], widths[1], n, 1, drop_rate)   # 32x32
-        self.block2 = self._make_group(widths[1], widths[2], n, 2, drop_rate)   # 16x16
-        self.block3 = self._make_group(widths[2], widths[3], n, 2, drop_rate)   # 8x8
+        self.block1 = self._make_group(widths[0], widths[1], n, 1, drop_rate)  # 32x32
+        self.block2 = self._make_group(widths[1], widths[2], n, 2, drop_rate)  # 16x16
+        self.block3 = self._make_group(widths[2], widths[3], n, 2, drop_rate)  # 8x8
         self.bn = nn.BatchNorm2d(widths[3])
         self.relu = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -68,13 +68,13 @@ class WideResNet(nn.Module):
         init_weights(self)
 
     @staticmethod
-    def _make_group(in_planes: int, out_planes: int, n: int, stride: int,
-                    drop_rate: float) -> nn.Sequential:
-        return nn.Sequential(*[
-            WideBasicBlock(in_planes if i == 0 else out_planes, out_planes,
-                           stride if i == 0 else 1, drop_rate)
-            for i in range(n)
-        ])
+    def _make_group(in_planes: int, out_planes: int, n: int, stride: int, drop_rate: float) -> nn.Sequential:
+        return nn.Sequential(
+            *[
+                WideBasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate)
+                for i in range(n)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
@@ -85,8 +85,7 @@ class WideResNet(nn.Module):
 
 
 @register_model(family="wrn", dataset="cifar", is_family=True)
-def wrn(num_classes: int = 10, depth: int = 28, widen_factor: int = 10,
-        drop_rate: float = 0.0) -> nn.Module:
+def wrn(num_classes: int = 10, depth: int = 28, widen_factor: int = 10, drop_rate: float = 0.0) -> nn.Module:
     """WRN-depth-widen_factor; depth must be 6n+4."""
     return WideResNet(depth, widen_factor, drop_rate, num_classes)
 

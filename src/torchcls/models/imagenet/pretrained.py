@@ -5,17 +5,27 @@ unchanged. The file must already be in the torch hub cache (`torch.hub.get_dir()
 nothing is downloaded. With another class count the final `fc` is re-initialised.
 (`tv_*` models take `pretrained=True` themselves, see torchvision_models.py.)
 """
+
 from __future__ import annotations
 
 import os
 
-import torch
 import torch.nn as nn
 
 from torchcls.errors import UserError
+from torchcls.models.imagenet.torchvision_models import PREFIX, default_weights_file
+from torchcls.models.weights import load_model_weights, safe_torch_load
 
-FIXED = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-         "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d"}
+FIXED = {
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+}
 
 
 def torchvision_name(arch: str, model_kwargs: dict) -> str | None:
@@ -30,33 +40,35 @@ def torchvision_name(arch: str, model_kwargs: dict) -> str | None:
 
 def pretrained_file(arch: str, model_kwargs: dict) -> str:
     """The cached torchvision weights file for -a `arch`; UserError when unknown or absent."""
-    from torchcls.models.imagenet.torchvision_models import PREFIX, default_weights_file
-
-    name = arch[len(PREFIX):] if arch.startswith(PREFIX) else torchvision_name(arch, model_kwargs)
+    name = arch[len(PREFIX) :] if arch.startswith(PREFIX) else torchvision_name(arch, model_kwargs)
     if name is None:
-        raise UserError(f"--pretrained: no ImageNet weights are known for -a {arch} with these flags; "
-                        f"use an ImageNet ResNet/ResNeXt (resnet18 ... resnext101_64x4d) or a tv_* model")
+        raise UserError(
+            f"--pretrained: no ImageNet weights are known for -a {arch} with these flags; "
+            f"use an ImageNet ResNet/ResNeXt (resnet18 ... resnext101_64x4d) or a tv_* model"
+        )
     try:
         path = default_weights_file(name)
     except (ValueError, KeyError, AttributeError):
         raise UserError(f"--pretrained: torchvision has no default weights for {name}") from None
     if not os.path.isfile(path):
-        raise UserError(f"--pretrained: torchvision's {name} weights are not in the local torch hub cache "
-                        f"(looked for {path}); nothing is downloaded. Put the file there (or set TORCH_HOME), "
-                        f"or drop --pretrained")
+        raise UserError(
+            f"--pretrained: torchvision's {name} weights are not in the local torch hub cache "
+            f"(looked for {path}); nothing is downloaded. Put the file there (or set TORCH_HOME), "
+            f"or drop --pretrained"
+        )
     return path
 
 
 def load_pretrained(model: nn.Module, arch: str, model_kwargs: dict, num_classes: int) -> str:
     """Load torchvision's default ImageNet weights into `model`; returns the file used."""
-    from torchcls.engine.checkpoint import load_model_weights
-
     path = pretrained_file(arch, model_kwargs)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"--pretrained: {path} is unreadable: {str(e).splitlines()[0][:200]}") from None
-    if num_classes != state["fc.weight"].shape[0]:
+    state = safe_torch_load(path, what="--pretrained: torchvision's weights file")
+    if not isinstance(state, dict):
+        raise UserError(
+            f"--pretrained: {path} holds a {type(state).__name__}, not a state_dict; replace it with torchvision's file"
+        )
+    fc = state.get("fc.weight")
+    if fc is not None and num_classes != fc.shape[0]:  # without an fc, load_model_weights names the misfit
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("fc.")})
     load_model_weights(model, state, path)

@@ -15,6 +15,7 @@ Fixed entries: resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d,
 resnext101_64x4d. Family builders resnext50/resnext101/resnext152 take the original
 `--base-width` and `--cardinality` flags (defaults 4 and 32).
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,7 @@ LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1,
-                     groups=groups, bias=False)
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -46,8 +46,15 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, groups: int = 1, base_width: int = 64):
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("resnet: the basic block supports only cardinality 1 and base width 64")
@@ -70,8 +77,15 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, groups: int = 1, base_width: int = 64):
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv1x1(inplanes, width)
@@ -97,12 +111,19 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 class ResNet(nn.Module):
     """ResNet / ResNeXt body. `cardinality` groups of `base_width` channels (at 64 planes)."""
 
-    def __init__(self, depth: int = 50, cardinality: int = 1, base_width: int = 64,
-                 num_classes: int = 1000, zero_init_residual: bool = False):
+    def __init__(
+        self,
+        depth: int = 50,
+        cardinality: int = 1,
+        base_width: int = 64,
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+    ):
         super().__init__()
         if depth not in LAYOUTS:
-            raise ValueError(f"resnet/resnext (ImageNet): depth must be one of "
-                             f"{', '.join(map(str, LAYOUTS))}, got {depth!r}")
+            raise ValueError(
+                f"resnet/resnext (ImageNet): depth must be one of {', '.join(map(str, LAYOUTS))}, got {depth!r}"
+            )
         for flag, value in (("cardinality", cardinality), ("base_width", base_width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"resnext (ImageNet): {flag} must be an integer >= 1, got {value!r}")
@@ -138,12 +159,14 @@ class ResNet(nn.Module):
     def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
         layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, groups=self.groups, base_width=self.base_width)
-                   for _ in range(1, blocks)]
+        layers += [
+            block(self.inplanes, planes, groups=self.groups, base_width=self.base_width) for _ in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -154,6 +177,7 @@ class ResNet(nn.Module):
 
 
 # --- ResNet: fixed entries --------------------------------------------------------------
+
 
 @register_model(family="resnet", dataset="imagenet")
 def resnet18(num_classes: int = 1000, zero_init_residual: bool = False) -> nn.Module:
@@ -187,28 +211,33 @@ def resnet152(num_classes: int = 1000, zero_init_residual: bool = False) -> nn.M
 
 # --- ResNeXt: family builders (the original's --base-width / --cardinality flags) --------
 
+
 @register_model(family="resnext", dataset="imagenet", is_family=True)
-def resnext50(num_classes: int = 1000, base_width: int = 4, cardinality: int = 32,
-              zero_init_residual: bool = False) -> nn.Module:
+def resnext50(
+    num_classes: int = 1000, base_width: int = 4, cardinality: int = 32, zero_init_residual: bool = False
+) -> nn.Module:
     """ResNeXt-50 (3-4-6-3) with `cardinality` groups of `base_width` channels."""
     return ResNet(50, cardinality, base_width, num_classes, zero_init_residual)
 
 
 @register_model(family="resnext", dataset="imagenet", is_family=True)
-def resnext101(num_classes: int = 1000, base_width: int = 4, cardinality: int = 32,
-               zero_init_residual: bool = False) -> nn.Module:
+def resnext101(
+    num_classes: int = 1000, base_width: int = 4, cardinality: int = 32, zero_init_residual: bool = False
+) -> nn.Module:
     """ResNeXt-101 (3-4-23-3) with `cardinality` groups of `base_width` channels."""
     return ResNet(101, cardinality, base_width, num_classes, zero_init_residual)
 
 
 @register_model(family="resnext", dataset="imagenet", is_family=True)
-def resnext152(num_classes: int = 1000, base_width: int = 4, cardinality: int = 32,
-               zero_init_residual: bool = False) -> nn.Module:
+def resnext152(
+    num_classes: int = 1000, base_width: int = 4, cardinality: int = 32, zero_init_residual: bool = False
+) -> nn.Module:
     """ResNeXt-152 (3-8-36-3) with `cardinality` groups of `base_width` channels."""
     return ResNet(152, cardinality, base_width, num_classes, zero_init_residual)
 
 
 # --- ResNeXt: fixed entries (torchvision's names) ---------------------------------------
+
 
 @register_model(family="resnext", dataset="imagenet")
 def resnext50_32x4d(num_classes: int = 1000, zero_init_residual: bool = False) -> nn.Module:

@@ -18,10 +18,11 @@ classes other than the weights' 1000, the weights are loaded and then the final 
 layer(s) - those with 1000 outputs, auxiliary heads included - are replaced by freshly
 initialised ones with `num_classes` outputs.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -44,8 +45,7 @@ def default_weights_file(name: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
 
 
-def replace_classifier(model: nn.Module, num_classes: int,
-                       old_classes: int = IMAGENET_CLASSES) -> list[str]:
+def replace_classifier(model: nn.Module, num_classes: int, old_classes: int = IMAGENET_CLASSES) -> list[str]:
     """Swap every Linear (or 1x1-conv head, as in SqueezeNet) with `old_classes` outputs for
     a new one with `num_classes` outputs. Returns the names of the replaced modules."""
     replaced = []
@@ -53,9 +53,17 @@ def replace_classifier(model: nn.Module, num_classes: int,
         if isinstance(module, nn.Linear) and module.out_features == old_classes:
             new: nn.Module = nn.Linear(module.in_features, num_classes, bias=module.bias is not None)
         elif isinstance(module, nn.Conv2d) and module.out_channels == old_classes:
-            new = nn.Conv2d(module.in_channels, num_classes, module.kernel_size, module.stride,
-                            module.padding, module.dilation, module.groups,
-                            bias=module.bias is not None, padding_mode=module.padding_mode)
+            new = nn.Conv2d(
+                module.in_channels,
+                num_classes,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                bias=module.bias is not None,
+                padding_mode=module.padding_mode,
+            )
         else:
             continue
         new = new.to(device=module.weight.device, dtype=module.weight.dtype)
@@ -67,16 +75,17 @@ def replace_classifier(model: nn.Module, num_classes: int,
     return replaced
 
 
-def build(name: str, num_classes: int = IMAGENET_CLASSES, pretrained: bool = False,
-          **kwargs) -> nn.Module:
+def build(name: str, num_classes: int = IMAGENET_CLASSES, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build torchvision model `name`; with pretrained=True from the locally cached default weights."""
     if not pretrained:
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     path = default_weights_file(name)
     if not os.path.isfile(path):
-        raise ValueError(f"tv_{name}: pretrained weights are not in the local torch hub cache "
-                         f"(looked for {path}); no download is attempted. Put the file there "
-                         f"(or point TORCH_HOME at a cache holding it), or use pretrained=False.")
+        raise ValueError(
+            f"tv_{name}: pretrained weights are not in the local torch hub cache "
+            f"(looked for {path}); no download is attempted. Put the file there "
+            f"(or point TORCH_HOME at a cache holding it), or use pretrained=False."
+        )
     weights = torchvision.models.get_model_weights(name).DEFAULT
     model = torchvision.models.get_model(name, weights=weights, **kwargs)
     if num_classes != len(weights.meta["categories"]):
@@ -89,8 +98,10 @@ def _make_builder(name: str) -> Callable[..., nn.Module]:
         return build(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
 
     builder.__name__ = builder.__qualname__ = PREFIX + name
-    builder.__doc__ = (f"torchvision's `{name}` (weights=None unless pretrained=True, which uses "
-                       f"the default weights from the local torch hub cache).")
+    builder.__doc__ = (
+        f"torchvision's `{name}` (weights=None unless pretrained=True, which uses "
+        f"the default weights from the local torch hub cache)."
+    )
     return builder
 
 

@@ -10,53 +10,37 @@ only convolutions, matrix products and attention are counted (element-wise ops,
 normalisation and pooling are not). Parameter counts are at 10 classes for CIFAR models
 and 1000 for ImageNet ones.
 
-To be fast, a model is built with its parameters on the "meta" device (shapes only, no
-memory, no initialisation cost) and the forward pass runs on meta tensors, which gives the
+To be fast, a model is built under `torch.device("meta")` (shapes only, no memory, no
+initialisation cost) and the forward pass runs on meta tensors, which gives the
 same shapes and therefore the same counts; a model that cannot run that way is built and
 run for real on the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
 import csv
 import io
 import json
-import sys
 import warnings
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from torchcls.errors import UserError
 from torchcls.models.registry import create_model, get_entry, list_models
 
 COLUMNS = ("name", "family", "dataset", "input_size", "params", "params_m", "gflops")
 FORMATS = ("text", "json", "csv", "markdown")
 TORCHVISION_PREFIX = "tv_"
 NUM_CLASSES = {"cifar": 10, "imagenet": 1000}
-FLOPS_NOTE = ("GFLOPs: one forward pass of one image at the input size, counted by "
-              "torch.utils.flop_counter.FlopCounterMode (FLOPs = 2 x multiply-accumulates of "
-              "convolutions, matmuls and attention). Params at 10 classes (CIFAR) / 1000 (ImageNet).")
-
-
-@contextmanager
-def _parameters_on_meta():
-    """While active, every parameter a module registers is moved to the meta device, so
-    initialisers run on shapes only (like accelerate's init_empty_weights)."""
-    original = nn.Module.register_parameter
-
-    def register_parameter(self, name, param):
-        original(self, name, param)
-        if param is not None and param.device.type != "meta":
-            self._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = register_parameter
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original
+FLOPS_NOTE = (
+    "GFLOPs: one forward pass of one image at the input size, counted by "
+    "torch.utils.flop_counter.FlopCounterMode (FLOPs = 2 x multiply-accumulates of "
+    "convolutions, matmuls and attention). Params at 10 classes (CIFAR) / 1000 (ImageNet)."
+)
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -102,7 +86,7 @@ def count_model(name: str) -> tuple[int, int]:
         # torchvision's GoogLeNet / Inception warn about a future change of their init
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            with _parameters_on_meta():
+            with torch.device("meta"):  # shapes only: no memory, no initialisation cost
                 model = create_model(name, num_classes=num_classes)
             return _count(model.to("meta"), entry.input_size, "meta")
         except Exception:  # noqa: BLE001 - the model needs real data (.item(), .tolist(), ...):
@@ -113,13 +97,13 @@ def count_model(name: str) -> tuple[int, int]:
 
 def default_names(dataset: str | None = None, include_torchvision: bool = False) -> list[str]:
     """The fixed (non-family) entries, CIFAR ones first; torchvision ones only on request."""
-    names = [n for n in list_models(dataset=dataset)
-             if include_torchvision or not n.startswith(TORCHVISION_PREFIX)]
+    names = [n for n in list_models(dataset=dataset) if include_torchvision or not n.startswith(TORCHVISION_PREFIX)]
     return sorted(names, key=lambda n: (get_entry(n).dataset, n))
 
 
-def model_rows(names: list[str] | None = None, dataset: str | None = None,
-               include_torchvision: bool = False) -> list[dict]:
+def model_rows(
+    names: list[str] | None = None, dataset: str | None = None, include_torchvision: bool = False
+) -> list[dict]:
     """One row per model: name, family, dataset, input_size, params, params_m, gflops.
 
     `names` defaults to every fixed entry (torchvision's tv_ models only when
@@ -131,28 +115,44 @@ def model_rows(names: list[str] | None = None, dataset: str | None = None,
     for name in names:
         entry = get_entry(name)
         params, flops = count_model(name)
-        rows.append({
-            "name": name,
-            "family": entry.family,
-            "dataset": entry.dataset,
-            "input_size": entry.input_size,
-            "params": params,
-            "params_m": round(params / 1e6, 4),
-            "gflops": round(flops / 1e9, 6),
-        })
+        rows.append(
+            {
+                "name": name,
+                "family": entry.family,
+                "dataset": entry.dataset,
+                "input_size": entry.input_size,
+                "params": params,
+                "params_m": round(params / 1e6, 4),
+                "gflops": round(flops / 1e9, 6),
+            }
+        )
     return rows
 
 
 # --- formatting --------------------------------------------------------------------------
 
-_HEADINGS = {"name": "model", "family": "family", "dataset": "dataset", "input_size": "input",
-             "params": "params", "params_m": "params (M)", "gflops": "GFLOPs"}
+_HEADINGS = {
+    "name": "model",
+    "family": "family",
+    "dataset": "dataset",
+    "input_size": "input",
+    "params": "params",
+    "params_m": "params (M)",
+    "gflops": "GFLOPs",
+}
 _RIGHT = {"input_size", "params", "params_m", "gflops"}
 
 
 def _cells(row: dict) -> list[str]:
-    return [row["name"], row["family"], row["dataset"], f"{row['input_size']}x{row['input_size']}",
-            f"{row['params']:,}", f"{row['params_m']:.2f}", f"{row['gflops']:.3f}"]
+    return [
+        row["name"],
+        row["family"],
+        row["dataset"],
+        f"{row['input_size']}x{row['input_size']}",
+        f"{row['params']:,}",
+        f"{row['params_m']:.2f}",
+        f"{row['gflops']:.3f}",
+    ]
 
 
 def format_table(rows: list[dict], fmt: str = "text") -> str:
@@ -168,17 +168,19 @@ def format_table(rows: list[dict], fmt: str = "text") -> str:
     headings = [_HEADINGS[c] for c in COLUMNS]
     body = [_cells(r) for r in rows]
     if fmt == "markdown":
-        lines = ["| " + " | ".join(headings) + " |",
-                 "| " + " | ".join("---:" if c in _RIGHT else "---" for c in COLUMNS) + " |"]
+        lines = [
+            "| " + " | ".join(headings) + " |",
+            "| " + " | ".join("---:" if c in _RIGHT else "---" for c in COLUMNS) + " |",
+        ]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
     if fmt == "text":
-        widths = [max(len(h), *(len(cells[i]) for cells in body)) if body else len(h)
-                  for i, h in enumerate(headings)]
+        widths = [max(len(h), *(len(cells[i]) for cells in body)) if body else len(h) for i, h in enumerate(headings)]
 
         def line(cells):
-            return "  ".join(c.rjust(w) if col in _RIGHT else c.ljust(w)
-                             for c, w, col in zip(cells, widths, COLUMNS)).rstrip()
+            return "  ".join(
+                c.rjust(w) if col in _RIGHT else c.ljust(w) for c, w, col in zip(cells, widths, COLUMNS, strict=True)
+            ).rstrip()
 
         return "\n".join([line(headings), line(["-" * w for w in widths])] + [line(c) for c in body])
     raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
@@ -186,18 +188,28 @@ def format_table(rows: list[dict], fmt: str = "text") -> str:
 
 # --- the command -------------------------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="*", metavar="MODEL",
-                        help="models to show (default: every registered model but the family "
-                             "builders; a family builder named here is shown at its default options)")
-    parser.add_argument("--format", choices=FORMATS, default="text",
-                        help="output format (default: text)")
-    parser.add_argument("--dataset", choices=sorted(NUM_CLASSES),
-                        help="only the models for this input size: cifar (32x32) or imagenet (224x224)")
-    parser.add_argument("--include-torchvision", action="store_true",
-                        help="also count torchvision's models (tv_*); there are ~80 and some are "
-                             "huge, so by default they are not counted: text and markdown output "
-                             "end with a line naming them, json and csv leave them out")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="MODEL",
+        help="models to show (default: every registered model but the family "
+        "builders; a family builder named here is shown at its default options)",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(NUM_CLASSES),
+        help="only the models for this input size: cifar (32x32) or imagenet (224x224)",
+    )
+    parser.add_argument(
+        "--include-torchvision",
+        action="store_true",
+        help="also count torchvision's models (tv_*); there are ~80 and some are "
+        "huge, so by default they are not counted: text and markdown output "
+        "end with a line naming them, json and csv leave them out",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,8 +222,7 @@ def run(args: argparse.Namespace) -> int:
             for n in names:
                 get_entry(n)
         except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            raise UserError(str(err)) from None
         if dataset is not None:
             names = [n for n in names if get_entry(n).dataset == dataset]
     rows = model_rows(names, dataset=dataset, include_torchvision=include_tv)
@@ -221,7 +232,9 @@ def run(args: argparse.Namespace) -> int:
         if names is None and not include_tv and dataset in (None, "imagenet"):
             tv = [n for n in list_models(dataset="imagenet") if n.startswith(TORCHVISION_PREFIX)]
             if tv:
-                out += (f"\n\nAlso available, not counted ({len(tv)} torchvision models; "
-                        f"--include-torchvision counts them): {', '.join(tv)}")
+                out += (
+                    f"\n\nAlso available, not counted ({len(tv)} torchvision models; "
+                    f"--include-torchvision counts them): {', '.join(tv)}"
+                )
     print(out)
     return 0

@@ -1,0 +1,1 @@
+"""One module a command: each has `add_arguments(parser)` and `run(namespace) -> exit code`."""
