@@ -232,10 +232,13 @@ def test_compile_model_keeps_inductor_reductions_above_the_measured_size(tmp_pat
 
 
 @needs_fmnist
-def test_compiled_training_checkpoint_evaluates_to_the_logged_accuracy(tmp_path, capsys):
+def test_compiled_training_checkpoint_evaluates_to_the_logged_accuracy(tmp_path, capsys, monkeypatch):
     """--compile through the Trainer (fp32): the checkpoint holds the plain model's keys (no
     _orig_mod.), and `torchcls eval`, uncompiled, reads it and gets the run's last accuracy, to
     within one image of the 10,000 (the compiled kernels may round differently)."""
+    # a cache of its own: inductor's cache key does not include ATEN_CPU_CAPABILITY, so code cached by a run
+    # under another capability could be served here (seen: NaN losses with avx2 after avx512 code)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     run = tmp_path / "run"
     cmd = (
         "-a resnet --depth 8 --dataset fashion-mnist --train-subset 1024 --epochs 1 "

@@ -116,6 +116,13 @@ def test_eval_command_uses_the_checkpoint_alone(tmp_path, capsys):
     assert res["top5"] >= res["top1"]
     rc = main(["eval", str(run / "model_best.pth.tar"), "--tta-flip", "--limit", "1000"])
     assert rc == 0 and "top-1" in capsys.readouterr().out
+    # on the run's own 256 test images, at the run's own precision (its --amp), eval gives the logged figure
+    assert main(["eval", str(run / "model_best.pth.tar"), "--json", "--limit", "256"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["count"] == 256 and res["top1"] == safe_load(run / "model_best.pth.tar")["best_acc"]
+    if not torch.cuda.is_available():  # as train does: --device cuda without a GPU is one line, exit 2
+        assert main(["eval", str(run / "model_best.pth.tar"), "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
 
 
 @needs_fmnist

@@ -58,8 +58,18 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which its convolutions have no native bf16
+_NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def cpu_has_bf16() -> bool:
-    """Native bfloat16 arithmetic: AVX512-BF16 or AMX (Linux /proc/cpuinfo; False elsewhere)."""
+    """Native bfloat16 arithmetic: the CPU has AVX512-BF16 or AMX (Linux /proc/cpuinfo; False
+    elsewhere) and the process has not capped its kernels below them (ONEDNN_MAX_CPU_ISA for
+    oneDNN's convolutions, ATEN_CPU_CAPABILITY for ATen's vectorised kernels)."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if cap in _NO_BF16_ISAS or aten in ("default", "avx2"):
+        return False
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
@@ -73,7 +83,10 @@ def cpu_isa() -> str:
     ]
     if not parts:
         parts = ["AVX2"] if "avx2" in f else ([platform.machine()] if platform.machine() else [])
-    return ", ".join(parts) or "unknown"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    aten = os.environ.get("ATEN_CPU_CAPABILITY")
+    caps = [f"{name}={v}" for name, v in (("ONEDNN_MAX_CPU_ISA", cap), ("ATEN_CPU_CAPABILITY", aten)) if v]
+    return ", ".join(parts) + (f" (capped: {', '.join(caps)})" if caps else "") if parts else "unknown"
 
 
 def cpu_model() -> str:
