@@ -8,17 +8,15 @@ over the old one: readers and crashes see either the old complete file or the ne
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import tempfile
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchcls.errors import UserError
+from torchcls.models.weights import safe_torch_load
 
 LAST = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
@@ -97,36 +95,10 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dic
         raise UserError(
             f"checkpoint {path} is not a PyTorch checkpoint (neither a zip archive nor a pickle); is it the right file?"
         )
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the outcome says enough
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = _unpickler_detail(str(e))
-        if "Unsupported global" in detail:
-            raise UserError(
-                f"checkpoint {path} was refused: it holds objects other than tensors and plain "
-                f"data, which torchcls never unpickles ({detail})"
-            ) from None
-        raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt): {detail}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt): {first[:200]}") from None
+    ckpt = safe_torch_load(path, "checkpoint", map_location)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"checkpoint {path} is not a torchcls/pytorch-classification checkpoint (no 'state_dict' key)")
     return ckpt
-
-
-def _unpickler_detail(msg: str) -> str:
-    """The reason inside torch's long weights_only message (which also suggests weights_only=False:
-    advice torchcls must not pass on), e.g. 'Unsupported global: GLOBAL io.open'."""
-    key = "WeightsUnpickler error:"
-    tail = msg.split(key, 1)[1] if key in msg else msg
-    for line in tail.splitlines():
-        line = line.strip()
-        if line:
-            return line.split(" was not an allowed global")[0][:200]
-    return "weights_only unpickler error"
 
 
 def find_resume(run_dir: Path) -> Path | None:
