@@ -28,7 +28,6 @@ from torchcls.data import (
     load_cifar,
     load_dataset,
     load_fashion_mnist,
-    normalize,
     num_classes,
     random_crop,
     random_flip,
@@ -38,6 +37,7 @@ from torchcls.data import fashion_mnist as fm_mod
 from torchcls.data.augment import shift_crop
 from torchcls.data.folder import ShardedSampler
 from torchcls.data.loader import InMemoryLoader, epoch_permutation, shard_indices
+from torchcls.engine.step import normalize
 from torchcls.errors import UserError
 
 

@@ -1,6 +1,6 @@
 """Data: in-memory data sets (CIFAR-10/100, Fashion-MNIST) and batched augmentation on the device."""
 
-from .augment import BatchAugment, cutout, normalize, random_crop, random_flip
+from .augment import BatchAugment, cutout, random_crop, random_flip
 from .base import ArrayDataset
 from .cifar import load_cifar
 from .datasets import canonical_name, get_info, is_folder_dataset, load_dataset, num_classes
@@ -20,7 +20,6 @@ __all__ = [
     "load_cifar",
     "load_dataset",
     "load_fashion_mnist",
-    "normalize",
     "num_classes",
     "random_crop",
     "random_flip",

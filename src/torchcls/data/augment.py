@@ -7,8 +7,6 @@ and return a new tensor (the input is not modified).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
@@ -73,33 +71,6 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     mx = (cols >= x0.view(n, 1)) & (cols < (x0 + size).view(n, 1))
     mask = my.view(n, 1, h, 1) & mx.view(n, 1, 1, w)
     return x.masked_fill(mask, 0)
-
-
-def normalize(
-    x: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    dtype: torch.dtype = torch.float32,
-    channels: int | None = 3,
-) -> torch.Tensor:
-    """(x / 255 - mean) / std per channel, as `dtype`; uint8 input is scaled by 1/255, floating input
-    is taken to be in [0, 1] already. A 1-channel batch is repeated to `channels` (3: the models'
-    input) after normalising; channels=None keeps the batch's own channel count."""
-    if x.dim() != 4:
-        raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(x.shape)}")
-    c = x.shape[1]
-    if len(mean) != c or len(std) != c:
-        raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {c} channels")
-    scale = 255.0 if x.dtype == torch.uint8 else 1.0
-    m = torch.tensor(mean, dtype=torch.float64)
-    s = torch.tensor(std, dtype=torch.float64)
-    # one multiply and one subtract: x * (1 / (scale * std)) - mean / std
-    mul = (1.0 / (scale * s)).to(dtype=dtype, device=x.device).view(1, c, 1, 1)
-    sub = (m / s).to(dtype=dtype, device=x.device).view(1, c, 1, 1)
-    out = x.to(dtype).mul_(mul).sub_(sub)
-    if channels is not None and c == 1 and channels != 1:
-        out = out.expand(-1, channels, -1, -1).contiguous()
-    return out
 
 
 class BatchAugment:

@@ -7,7 +7,7 @@ the defaults many of them come back as new pages that the kernel must fault in a
 step. `tune_malloc` keeps them in the heap instead: requests up to 32 MiB come from the heap
 (M_MMAP_THRESHOLD) and up to 1 GiB of free heap top is kept (M_TRIM_THRESHOLD). The price is that
 freed memory stays with the process (its peak, not its working set, is what it holds). Measured in
-docs/RESULTS.md ("The parts"): it matters most for torch.compile'd steps.
+docs/RESULTS.md ("What each speed setting gives"): it matters most for torch.compile'd steps.
 
 `compile_model` is torch.compile with one documented inductor option, passed for that model only
 (`torch.compile(options=...)`, so other compilations in the process are unaffected): variances
