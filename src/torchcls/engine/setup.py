@@ -86,7 +86,7 @@ def cpu_isa() -> str:
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     aten = os.environ.get("ATEN_CPU_CAPABILITY")
     caps = [f"{name}={v}" for name, v in (("ONEDNN_MAX_CPU_ISA", cap), ("ATEN_CPU_CAPABILITY", aten)) if v]
-    return ", ".join(parts) + (f" (capped: {', '.join(caps)})" if caps else "") if parts else "unknown"
+    return ", ".join(parts) + (f"; capped by {', '.join(caps)}" if caps else "") if parts else "unknown"
 
 
 def cpu_model() -> str:
@@ -115,8 +115,8 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         if device.type == "cpu" and not cpu_has_bf16() and not _warned_bf16:
             _warned_bf16 = True
             print(
-                f"torchcls: warning: --amp bf16 on this CPU ({cpu_model()}, {cpu_isa()}) is emulated, several "
-                "times slower than float32; use --amp auto or off",
+                f"torchcls: warning: --amp bf16 without native bf16 on this CPU ({cpu_model()}; {cpu_isa()}) is "
+                "emulated, several times slower than float32; use --amp auto or off",
                 file=sys.stderr,
             )
         return torch.bfloat16
