@@ -259,7 +259,9 @@ def _speed_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--recipe", default=S, help="a recipe name (recipes/NAME.yaml) or YAML file; flags win")
+    g.add_argument(
+        "--recipe", default=S, help="a built-in recipe name (`torchcls recipes` lists them) or a YAML file; flags win"
+    )
     g.add_argument("-c", "--checkpoint", default=S, help="run folder (default checkpoints/<dataset>/<arch>)")
     g.add_argument(
         "--resume",

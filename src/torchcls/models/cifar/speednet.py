@@ -13,7 +13,7 @@ seconds on a single GPU", 2024), whose ideas it uses; the code is this project's
 - a global max-pool, a bias-free linear classifier and a fixed output temperature (x 1/9).
 
 Input 32x32x3: whitening 2x2 (no padding) -> 31, groups pool to 15, 7, 3, then the global max-pool.
-The recipe that trains it is recipes/cifar10-speednet.yaml; its results are in docs/RESULTS.md.
+The recipe that trains it is the built-in cifar10-speednet (src/torchcls/recipes/); its results are in docs/RESULTS.md.
 """
 
 from __future__ import annotations
