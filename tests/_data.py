@@ -9,6 +9,8 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
 CIFAR_ARCHIVE = DATA / "cifar-10-batches-py.tar.xz"
 WOOF_TAR = DATA / "imagewoof-mini.tar"
+# a quiet, deterministic, single-threaded run: the flags every tiny CLI run in the tests shares
+QUIET_RUN = "--threads 1 --amp off --seed 0 --tensorboard off --plot off --lr 0.01".split()
 
 needs_fmnist = pytest.mark.skipif(
     not FMNIST.is_dir(), reason="Fashion-MNIST system package (apt-get install dataset-fashion-mnist) is not installed"

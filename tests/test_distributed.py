@@ -19,42 +19,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._data import needs_fmnist
+from tests._data import QUIET_RUN, needs_fmnist
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LAUNCH = ROOT / "tests" / "launch.py"
 
-COMMON = [
-    "--epochs",
-    "1",
-    "--threads",
-    "1",
-    "--amp",
-    "off",
-    "--seed",
-    "0",
-    "--tensorboard",
-    "off",
-    "--plot",
-    "off",
-    "--lr",
-    "0.01",
-    "--log-interval",
-    "1000",
-]
-FMNIST_ARGS = [
-    "--dataset",
-    "fashion-mnist",
-    "--train-subset",
-    "256",
-    "--test-subset",
-    "200",
-    "--train-batch",
-    "64",
-    "--test-batch",
-    "100",
-]
+COMMON = ["--epochs", "1", *QUIET_RUN, "--log-interval", "1000"]
+FMNIST_ARGS = "--dataset fashion-mnist --train-subset 256 --test-subset 200 --train-batch 64 --test-batch 100".split()
 
 
 def run(args, tmp: Path, name: str, nproc: int, faults=(), torchrun_args=()):

@@ -10,7 +10,7 @@ import torchvision
 from PIL import Image
 from torchvision import transforms
 
-from tests._data import needs_woof
+from tests._data import QUIET_RUN, needs_woof
 from torchcls.cli import build_parser, main
 from torchcls.commands.train import config_from_args
 from torchcls.data.folder import (
@@ -132,34 +132,9 @@ def run_cli(args, capsys):
 
 
 TINY = [
-    "-a",
-    "resnet18",
-    "--dataset",
-    "imagenet",
-    "--epochs",
-    "1",
-    "--train-batch",
-    "8",
-    "--test-batch",
-    "8",
-    "--train-size",
-    "32",
-    "--val-size",
-    "32",
-    "--val-resize",
-    "36",
-    "--threads",
-    "1",
-    "--amp",
-    "off",
-    "--seed",
-    "0",
-    "--tensorboard",
-    "off",
-    "--plot",
-    "off",
-    "--lr",
-    "0.01",
+    *"-a resnet18 --dataset imagenet --epochs 1 --train-batch 8 --test-batch 8".split(),
+    *"--train-size 32 --val-size 32 --val-resize 36".split(),
+    *QUIET_RUN,
 ]
 
 

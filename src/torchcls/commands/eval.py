@@ -14,7 +14,7 @@ from torchcls.data.folder import FolderLoader, scan_folder
 from torchcls.data.loader import InMemoryLoader
 from torchcls.engine import checkpoint as ckpt_io
 from torchcls.engine.evaluate import evaluate
-from torchcls.engine.setup import resolve_amp, resolve_channels_last, resolve_device
+from torchcls.engine.setup import amp_name, resolve_amp, resolve_channels_last, resolve_device
 from torchcls.errors import UserError
 from torchcls.models import create_model
 from torchcls.models.weights import load_model_weights
@@ -89,7 +89,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
                    channels_last=cl, tta_flip=tta_flip, tta_shift=tta_shift)  # fmt: skip
     res.update({"checkpoint": str(path), "arch": state["arch"], "dataset": dataset, "split": split,
                 "epoch": state.get("epoch"), "tta_flip": tta_flip, "tta_shift": tta_shift,
-                "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+                "amp": amp_name(amp_dtype),
                 "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
     return res
 

@@ -30,12 +30,11 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from torchcls.errors import UserError
-from torchcls.models.registry import create_model, get_entry, list_models
+from torchcls.models.registry import DEFAULT_NUM_CLASSES, create_model, get_entry, list_models
 
 COLUMNS = ("name", "family", "dataset", "input_size", "params", "params_m", "gflops")
 FORMATS = ("text", "json", "csv", "markdown")
 TORCHVISION_PREFIX = "tv_"
-NUM_CLASSES = {"cifar": 10, "imagenet": 1000}
 FLOPS_NOTE = (
     "GFLOPs: one forward pass of one image at the input size, counted by "
     "torch.utils.flop_counter.FlopCounterMode (FLOPs = 2 x multiply-accumulates of "
@@ -81,7 +80,7 @@ def _count(model: nn.Module, input_size: int, device: str) -> tuple[int, int]:
 def count_model(name: str) -> tuple[int, int]:
     """(parameters, forward FLOPs for one image) of registered model `name`."""
     entry = get_entry(name)
-    num_classes = NUM_CLASSES[entry.dataset]
+    num_classes = entry.num_classes
     with warnings.catch_warnings():
         # torchvision's GoogLeNet / Inception warn about a future change of their init
         warnings.simplefilter("ignore", FutureWarning)
@@ -200,7 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     parser.add_argument(
         "--dataset",
-        choices=sorted(NUM_CLASSES),
+        choices=sorted(DEFAULT_NUM_CLASSES),
         help="only the models for this input size: cifar (32x32) or imagenet (224x224)",
     )
     parser.add_argument(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +161,22 @@ def run_state(run, *, epoch: int, batch: int, acc, best_acc: float, partial: dic
     }
 
 
-def restore_run(run, state: dict, steps_per_epoch: int, source: str) -> dict:
+@dataclass
+class Position:
+    """Where a run continues: `epoch` epochs done and `batch` batches of the next one (0 at an
+    epoch's end), the best accuracy so far, and mid-epoch the interrupted epoch's sums (`partial`)
+    and its augmentation generator's state (`aug_rng`)."""
+
+    epoch: int = 0
+    batch: int = 0
+    best_acc: float = 0.0
+    partial: dict | None = None
+    aug_rng: Any = None
+
+
+def restore_run(run, state: dict, steps_per_epoch: int, source: str) -> Position:
     """Put a checkpoint's optimizer, schedule, scaler, weight average and RNG back into `run` (its
-    weights were loaded by build_run). Returns where the run continues: epoch, batch, best_acc,
-    partial (the interrupted epoch's sums) and aug_rng (its augmentation generator)."""
+    weights were loaded by build_run). Returns the Position the run continues from."""
     epoch = int(state["epoch"])
     if state.get("optimizer"):
         try:
@@ -184,10 +197,5 @@ def restore_run(run, state: dict, steps_per_epoch: int, source: str) -> dict:
         run.ema.load_state_dict(state["ema"])
     if state.get("rng"):
         set_rng_state(state["rng"], run.device)
-    return {
-        "epoch": epoch,
-        "batch": int(state.get("batch", 0)),
-        "best_acc": float(state.get("best_acc", 0.0)),
-        "partial": state.get("partial"),
-        "aug_rng": state.get("aug_rng"),
-    }
+    return Position(epoch, int(state.get("batch", 0)), float(state.get("best_acc", 0.0)), state.get("partial"),
+                    state.get("aug_rng"))  # fmt: skip

@@ -61,7 +61,7 @@ def train_epoch(
     checkpoint is). `batch_size` is the global batch, for the images/s figure."""
     t0 = time.perf_counter()
     total = len(loader)
-    batch_i = start_batch
+    batch_i, stopped = start_batch, False
     step.model.train()
     for x, y in loader.iterate(start_batch):
         r = step(x, y, gen, size)
@@ -84,8 +84,9 @@ def train_epoch(
                 img_s=f"{(batch_i - start_batch) * batch_size / elapsed:.0f}",
             )
         if should_stop():
+            stopped = batch_i < total  # a stop after the last batch lets the epoch finish
             break
     seconds = time.perf_counter() - t0
     if progress is not None:
         progress.close()
-    return EpochEnd(stats, batch_i, (batch_i - start_batch) * batch_size, seconds, batch_i < total)
+    return EpochEnd(stats, batch_i, (batch_i - start_batch) * batch_size, seconds, stopped)

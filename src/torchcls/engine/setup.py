@@ -48,14 +48,32 @@ def resolve_device(device: str = "auto", gpu_id: str | None = None) -> torch.dev
 
 
 @cache
-def cpu_flags() -> frozenset[str]:
+def _cpuinfo_field(key: str) -> str | None:
+    """The first `key: value` of /proc/cpuinfo (Linux), or None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    return frozenset((_cpuinfo_field("flags") or "").split())
+
+
+def cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def isa_caps() -> dict[str, str]:
+    """The caps this process put on its CPU kernels: oneDNN's (convolutions) and ATen's (the rest)."""
+    caps = {
+        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"),
+        "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
+    }
+    return {name: value for name, value in caps.items() if value}
 
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which its convolutions have no native bf16
@@ -64,11 +82,11 @@ _NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_COR
 
 def cpu_has_bf16() -> bool:
     """Native bfloat16 arithmetic: the CPU has AVX512-BF16 or AMX (Linux /proc/cpuinfo; False
-    elsewhere) and the process has not capped its kernels below them (ONEDNN_MAX_CPU_ISA for
-    oneDNN's convolutions, ATEN_CPU_CAPABILITY for ATen's vectorised kernels)."""
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
-    if cap in _NO_BF16_ISAS or aten in ("default", "avx2"):
+    elsewhere) and the process has not capped its kernels below them (isa_caps)."""
+    caps = isa_caps()
+    if caps.get("ONEDNN_MAX_CPU_ISA", "").upper() in _NO_BF16_ISAS:
+        return False
+    if caps.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2"):
         return False
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
@@ -83,20 +101,10 @@ def cpu_isa() -> str:
     ]
     if not parts:
         parts = ["AVX2"] if "avx2" in f else ([platform.machine()] if platform.machine() else [])
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
-    aten = os.environ.get("ATEN_CPU_CAPABILITY")
-    caps = [f"{name}={v}" for name, v in (("ONEDNN_MAX_CPU_ISA", cap), ("ATEN_CPU_CAPABILITY", aten)) if v]
-    return ", ".join(parts) + (f"; capped by {', '.join(caps)}" if caps else "") if parts else "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    if not parts:
+        return "unknown"
+    caps = ", ".join(f"{name}={value}" for name, value in isa_caps().items())
+    return ", ".join(parts) + (f"; capped by {caps}" if caps else "")
 
 
 _warned_bf16 = False

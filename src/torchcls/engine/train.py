@@ -92,14 +92,14 @@ class Trainer:
         if cfg.tta_shift >= data.input_size:
             raise UserError(f"--tta-shift {cfg.tta_shift} must be smaller than the {data.input_size}-pixel images")
         self.run = run = build_run(cfg, data, self.device, dist, state, str(resume_path))
-        pos = {"epoch": cfg.start_epoch, "batch": 0, "best_acc": 0.0, "partial": None, "aug_rng": None}
+        pos = ckpt_io.Position(epoch=cfg.start_epoch)
         if state is not None:
             pos = ckpt_io.restore_run(run, state, len(data.train), str(resume_path))
-            if pos["epoch"] >= cfg.epochs:
+            if pos.epoch >= cfg.epochs:
                 raise UserError(
-                    f"{resume_path} has already finished {pos['epoch']} epochs; raise --epochs to train further"
+                    f"{resume_path} has already finished {pos.epoch} epochs; raise --epochs to train further"
                 )
-        self.best_acc = pos["best_acc"]
+        self.best_acc = pos.best_acc
         self.meta = {
             "arch": cfg.arch, "model_kwargs": cfg.model_kwargs(), "num_classes": len(data.classes),
             "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
@@ -109,8 +109,8 @@ class Trainer:
         self.logger = self._open_logger(state is not None, pos, resume_path) if dist.is_main else None
         self._old_handlers = self._install_signal_handlers()
         self.total_images, self.total_train_time, row = 0, 0.0, {}
-        for epoch in range(pos["epoch"], cfg.epochs):
-            resuming = epoch == pos["epoch"] and pos["batch"] > 0
+        for epoch in range(pos.epoch, cfg.epochs):
+            resuming = epoch == pos.epoch and pos.batch > 0
             row = self._epoch(epoch, pos if resuming else None)
         return self._finish(row, t_start)
 
@@ -139,13 +139,13 @@ class Trainer:
         random.seed(seed)
         return seed
 
-    def _open_logger(self, resumed: bool, pos: dict, resume_path) -> RunLogger:
+    def _open_logger(self, resumed: bool, pos: ckpt_io.Position, resume_path) -> RunLogger:
         cfg, data, run, dist = self.cfg, self.data, self.run, self.dist
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, self.run_dir / "config.yaml")
         logger = RunLogger(self.run_dir, resume=resumed, tensorboard=cfg.tensorboard, plot=cfg.plot)
         if resumed:
-            logger.truncate_after(pos["epoch"])
+            logger.truncate_after(pos.epoch)
         procs = f" x {dist.world_size} processes" if dist.enabled else ""
         self.log(
             f"torchcls: training {cfg.arch} on {cfg.dataset} ({data.train_size} train / {data.select_size} "
@@ -155,8 +155,8 @@ class Trainer:
             f"channels_last {'on' if run.channels_last else 'off'}"
         )
         if resume_path:
-            at = f", batch {pos['batch']}" if pos["batch"] else ""
-            self.log(f"torchcls: resumed from {resume_path} at epoch {pos['epoch']}{at}")
+            at = f", batch {pos.batch}" if pos.batch else ""
+            self.log(f"torchcls: resumed from {resume_path} at epoch {pos.epoch}{at}")
         elif cfg.resume == "auto":
             self.log(f"torchcls: --resume auto: no checkpoint in {self.run_dir} yet, starting a new run")
         self.log(f"torchcls: outputs in {self.run_dir}/")
@@ -171,13 +171,13 @@ class Trainer:
         if best:
             ckpt_io.atomic_save(state, self.run_dir / ckpt_io.BEST)
 
-    def _epoch(self, epoch: int, resumed: dict | None) -> dict:
+    def _epoch(self, epoch: int, resumed: ckpt_io.Position | None) -> dict:
         """Train epoch `epoch` (0-based; `resumed`: the position inside it), evaluate, checkpoint, log."""
         cfg, run, data, dist = self.cfg, self.run, self.data, self.dist
         data.train.set_epoch(epoch)
-        start_batch = resumed["batch"] if resumed else 0
-        gen = augment_generator(self.device, self.seed, epoch, dist.rank, resumed["aug_rng"] if resumed else None)
-        stats = EpochStats(**resumed["partial"]) if resumed and resumed["partial"] else EpochStats()
+        start_batch = resumed.batch if resumed else 0
+        gen = augment_generator(self.device, self.seed, epoch, dist.rank, resumed.aug_rng if resumed else None)
+        stats = EpochStats(**resumed.partial) if resumed and resumed.partial else EpochStats()
         if stats.lr is None:
             stats.lr = run.optimizer.param_groups[0]["lr"]
         size = train_size_at(epoch, data.train_input_size or data.input_size, cfg)
