@@ -80,9 +80,14 @@ def test_original_defaults_apply_with_arch():
 
 def test_no_arguments_is_the_main_recipe_and_flags_win():
     cfg = parse("")
-    assert (cfg.recipe, cfg.dataset, cfg.arch) == ("main", "fashion-mnist", "resnet20")
+    assert (cfg.recipe, cfg.dataset, cfg.arch) == ("main", "fashion-mnist", "speednet_mini")
     cfg = parse("--epochs 2 --lr 0.05")
     assert (cfg.dataset, cfg.epochs, cfg.lr) == ("fashion-mnist", 2, 0.05)
+    # the recipe's warm-up (1 of 6 epochs) keeps its share of a run shortened with --epochs
+    assert parse("--epochs 1").warmup_epochs == pytest.approx(1 / 6)
+    assert parse("--epochs 12").warmup_epochs == 1
+    with pytest.raises(UserError, match=r"--warmup-epochs must be in \[0, 1\), got 1"):
+        parse("--epochs 1 --warmup-epochs 1")
     # another data set without -a: the original's defaults (the main recipe is Fashion-MNIST's)
     cfg = parse("--dataset cifar100 --epochs 2")
     assert (cfg.recipe, cfg.arch, cfg.dataset, cfg.train_crop, cfg.crop_padding) == (None, "resnet20", "cifar100", 0, 4)
@@ -108,7 +113,7 @@ def test_every_packaged_recipe_loads_and_builds():
         assert "description" not in keys and {"dataset", "arch", "epochs"} <= keys.keys(), name
         cfg = build_config({}, recipe=name)  # valid values too, not only known keys
         assert cfg.recipe == name and cfg.arch == keys["arch"]
-    assert dict(recipes)[MAIN_RECIPE].startswith("ResNet-20 on Fashion-MNIST")
+    assert dict(recipes)[MAIN_RECIPE].startswith("SpeedNet-mini on Fashion-MNIST")
 
 
 def test_recipes_are_found_inside_the_package(tmp_path, monkeypatch):

@@ -29,14 +29,14 @@ COMMON = ["--epochs", "1", *QUIET_RUN, "--log-interval", "1000"]
 FMNIST_ARGS = "--dataset fashion-mnist --train-subset 256 --test-subset 200 --train-batch 64 --test-batch 100".split()
 
 
-def run(args, tmp: Path, name: str, nproc: int, faults=(), torchrun_args=()):
-    """Train with `nproc` torchrun processes (1: plain python) through tests/launch.py, which runs the
-    real CLI with `faults` injected; return (output, run dir, dump)."""
+def run(args, tmp: Path, name: str, nproc: int, faults=(), torchrun_args=(), torchrun: bool = False):
+    """Train with `nproc` torchrun processes (1: plain python unless `torchrun`) through
+    tests/launch.py, which runs the real CLI with `faults` injected; return (output, run dir, dump)."""
     run_dir, dump = tmp / name, tmp / f"{name}-dump"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = (
         [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", *torchrun_args]
-        if nproc > 1
+        if nproc > 1 or torchrun
         else [sys.executable]
     )
     cmd = [
@@ -122,6 +122,17 @@ def test_in_memory_two_processes_equal_one(tmp_path):
 
 
 @needs_fmnist
+@needs_fmnist
+def test_torchrun_with_one_process_runs_the_distributed_path(tmp_path):
+    """Under torchrun a single process still gets a process group and DDP (as torchvision's
+    references do: --sync-bn and --dist-backend then act); the weights equal a plain run's."""
+    args = ["-a", "resnet20", *FMNIST_ARGS]
+    out, _, dump = run(args, tmp_path, "tr1", 1, torchrun=True)
+    assert " x 1 process;" in out
+    _, _, plain = run(args, tmp_path, "plain", 1)
+    assert max_diff(load(dump, 0)[0], load(plain, 0)[0]) < 1e-5
+
+
 def test_batchnorm_ranks_agree_and_sync_bn_on_cpu_is_refused(tmp_path):
     args = ["-a", "resnet20", *FMNIST_ARGS]
     out, _, dump = run(args, tmp_path, "bn", 2)

@@ -19,7 +19,8 @@ from torchcls.engine.checkpoint import safe_load
 from torchcls.engine.evaluate import _shift, evaluate, tta_logits
 from torchcls.engine.optim import build_optimizer
 from torchcls.engine.runtime import TWO_STEP_VARIANCE_THRESHOLD, compile_model, malloc_state, tune_malloc
-from torchcls.models import create_model
+from torchcls.engine.step import prepare
+from torchcls.models import create_model, input_channels
 
 
 def test_whitening_decorrelates_2x2_patches():
@@ -124,8 +125,8 @@ def test_training_speednet_sets_whitening_from_the_data(tmp_path, capsys):
     assert main(["train", *shlex.split(cmd), "-c", str(run)]) == 0
     state = safe_load(run / "checkpoint.pth.tar")
     assert bool(state["state_dict"]["whitened"])
-    w = state["state_dict"]["whiten.weight"]
-    assert torch.equal(w[12:], -w[:12]) and w.abs().sum() > 0
+    w = state["state_dict"]["whiten.weight"]  # built for the 1-channel images: 1 * 2 * 2 * 2 filters
+    assert w.shape == (8, 1, 2, 2) and torch.equal(w[4:], -w[:4]) and w.abs().sum() > 0
     assert state["config"]["tta_shift"] == 1
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoint.pth.tar"), "--tta-flip", "--tta-shift", "1", "--limit", "300"]) == 0
@@ -252,3 +253,27 @@ def test_compiled_training_checkpoint_evaluates_to_the_logged_accuracy(tmp_path,
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoint.pth.tar"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(logged, abs=0.011)
+
+
+def test_in_channels_reaches_only_the_builders_that_take_it():
+    """create_model passes the data's channel count to builders with an `in_channels` argument
+    (SpeedNet's); the others stay RGB models, fed grayscale repeated to 3 channels."""
+    mini = create_model("speednet_mini", in_channels=1)
+    assert input_channels(mini) == 1 and mini.whiten.weight.shape[1] == 1
+    assert input_channels(create_model("speednet_mini")) == 3
+    res = create_model("resnet20", in_channels=1)
+    assert input_channels(res) == 3 and res.conv1.weight.shape[1] == 3
+    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    assert prepare(x, (0.5,), (0.25,), False, channels=1).shape == (4, 1, 28, 28)
+    assert prepare(x, (0.5,), (0.25,), False).shape == (4, 3, 28, 28)
+    with torch.no_grad():
+        assert mini.eval()(prepare(x, (0.5,), (0.25,), False, channels=input_channels(mini))).shape == (4, 10)
+
+
+@needs_fmnist
+def test_bench_speednet_mini_on_grayscale_against_the_reference(capsys):
+    """The reference loop feeds a 1-channel model 1-channel tensors (no RGB conversion)."""
+    tiny = "-a speednet_mini -d fashion-mnist --train-subset 128 --test-subset 64 --train-batch 32 --test-batch 32 "
+    tiny += "--steps 2 --windows 1 --warmup 1 --device cpu --vs-reference -j 0 --eval"
+    assert main(["bench", *shlex.split(tiny)]) == 0
+    assert "ratio ours/reference" in capsys.readouterr().out

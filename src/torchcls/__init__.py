@@ -1,3 +1,3 @@
 """torchcls: fast, reproducible image-classification training with PyTorch."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

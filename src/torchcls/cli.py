@@ -1,4 +1,4 @@
-"""One entry point: torchcls train | eval | models | bench | plot | recipes.
+"""One entry point: torchcls train | eval | predict | export | card | models | bench | plot | recipes.
 
 This module only parses and dispatches; each command lives in torchcls/commands/.
 """
@@ -9,13 +9,16 @@ import argparse
 import sys
 
 from torchcls import __version__
-from torchcls.commands import bench, models, plot, recipes, train
+from torchcls.commands import bench, card, export, models, plot, predict, recipes, train
 from torchcls.commands import eval as eval_cmd
 from torchcls.errors import Interrupted, UserError
 
 COMMANDS = {
-    "train": (train, "train a model (no arguments: the main recipe, ResNet-20 on Fashion-MNIST)"),
+    "train": (train, "train a model (no arguments: the main recipe, SpeedNet-mini on Fashion-MNIST)"),
     "eval": (eval_cmd, "evaluate a checkpoint on a data set's test split"),
+    "predict": (predict, "top-k classes of image files, folders or globs with a checkpoint's own preprocessing"),
+    "export": (export, "export a checkpoint to ONNX, TorchScript or torch.export (.pt2), checked against PyTorch"),
+    "card": (card, "what a checkpoint is: architecture, size, classes, preprocessing, recipe, metrics"),
     "models": (models, "list every registered model with parameters and GFLOPs"),
     "bench": (bench, "training throughput and peak memory; --vs-reference: against the original's loop"),
     "plot": (plot, "draw log.png of a run folder"),

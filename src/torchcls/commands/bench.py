@@ -50,6 +50,7 @@ from torchcls.engine.runtime import tune_malloc
 from torchcls.engine.setup import amp_name, build_model, build_run, hardware_summary, init_from_data, resolve_device
 from torchcls.engine.step import autocast_ctx, prepare
 from torchcls.errors import UserError
+from torchcls.models import input_channels
 
 BENCH_KEYS = ("bench_steps", "bench_windows", "bench_warmup", "bench_json", "bench_vs_reference", "bench_eval")
 
@@ -158,11 +159,13 @@ def our_loop(cfg: TrainConfig, data, device, seed: int):
 class PILImages:
     """The original's per-image data path over our in-memory uint8 images: like
     torchvision.datasets.CIFAR10, an HWC uint8 array turned into a PIL Image per sample, then the
-    transforms. 1-channel images (Fashion-MNIST) are converted to RGB first."""
+    transforms. 1-channel images (Fashion-MNIST) are converted to RGB first, unless `rgb` is False
+    (a model built for one channel)."""
 
-    def __init__(self, images, labels, transform):
+    def __init__(self, images, labels, transform, rgb: bool = True):
         imgs = images.cpu()
         self.gray = imgs.shape[1] == 1
+        self.to_rgb = self.gray and rgb
         self.data = imgs[:, 0].numpy() if self.gray else imgs.permute(0, 2, 3, 1).contiguous().numpy()
         self.targets = labels.cpu().tolist()
         self.transform = transform
@@ -172,7 +175,7 @@ class PILImages:
 
     def __getitem__(self, i):
         img = Image.fromarray(self.data[i])
-        if self.gray:
+        if self.to_rgb:
             img = img.convert("RGB")
         return self.transform(img), self.targets[i]
 
@@ -188,18 +191,19 @@ def reference_loop(cfg: TrainConfig, data, device, seed: int, workers: int, trai
     """The original pytorch-classification loop. Returns (step, batches, model, dataloader)."""
     src = data.train if train else data.select
     size = int(src.images.shape[-1])
+    torch.manual_seed(seed)
+    model = build_model(cfg, len(data.classes), len(data.mean)).to(device)
+    init_from_data(model, data)
     mean, std = list(data.mean), list(data.std)
-    if len(mean) == 1:  # converted to RGB: the same statistics on each channel
+    rgb = input_channels(model) == 3
+    if len(mean) == 1 and rgb:  # converted to RGB: the same statistics on each channel
         mean, std = mean * 3, std * 3
     tail = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     head = [transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip()] if train else []
-    ds = PILImages(src.images, src.labels, transforms.Compose(head + tail))
+    ds = PILImages(src.images, src.labels, transforms.Compose(head + tail), rgb=rgb)
     batch = cfg.train_batch if train else cfg.test_batch
     loader = DataLoader(ds, batch_size=batch, shuffle=train, num_workers=workers, drop_last=False,
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    torch.manual_seed(seed)
-    model = build_model(cfg, len(data.classes)).to(device)
-    init_from_data(model, data)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     criterion = nn.CrossEntropyLoss()
 
@@ -218,12 +222,12 @@ def reference_loop(cfg: TrainConfig, data, device, seed: int, workers: int, trai
     return step, _forever(loader), model, loader
 
 
-def _eval_step(model, device, amp_dtype, channels_last, mean, std, prepared):
+def _eval_step(model, device, amp_dtype, channels_last, mean, std, prepared, channels=3):
     @torch.no_grad()
     def step(x, y):
         x, y = x.to(device), y.to(device)
         if not prepared:
-            x = prepare(x, mean, std, channels_last)
+            x = prepare(x, mean, std, channels_last, channels)
         with autocast_ctx(device, amp_dtype):
             out = model(x).float()
         (out.argmax(1) == y).sum().item()
@@ -262,8 +266,9 @@ def _alternate(loops: dict, windows: int, steps: int, warmup: int, device, memor
 def _bench_eval(cfg, data, device, seed, workers, run, vs_reference, windows, steps, warmup) -> dict:
     """Evaluation images/s (batches of --test-batch, no augmentation), ours and the reference's."""
     run.model.eval()
-    ev = {"ours": (_eval_step(run.model, device, run.amp_dtype, run.channels_last, data.mean, data.std, False),
-                   _forever(data.select))}  # fmt: skip
+    step = run.step
+    ours = _eval_step(run.model, device, run.amp_dtype, run.channels_last, data.mean, data.std, False, step.channels)
+    ev = {"ours": (ours, _forever(data.select))}
     if vs_reference:
         _, _, rmodel, rloader = reference_loop(cfg, data, device, seed, workers, train=False)
         rmodel.eval()

@@ -1,7 +1,9 @@
 """torchrun / DDP set-up: one process per device, NCCL on GPUs, gloo on CPUs, reductions.
 
-`torchcls train` alone is one process (world size 1); under `torchrun` the environment names the
-rank and world size and the same code path runs with DistributedDataParallel.
+`torchcls train` alone is one process (world size 1, no process group); under `torchrun` the
+environment names the rank and world size and the same code path runs with DistributedDataParallel,
+with one process too (as torchvision's references do): --sync-bn and --dist-backend then mean what
+they say.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: a process group exists, even for one process
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched or self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -36,10 +39,11 @@ SINGLE = DistInfo()  # one process, no process group
 
 
 def init_distributed(device_type: str, backend: str = "auto") -> DistInfo:
-    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Initialise the process group when launched by torchrun (RANK and WORLD_SIZE set), for any
+    world size; a plain `torchcls train` is a single process without one."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
+    world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend == "auto":
@@ -56,7 +60,7 @@ def init_distributed(device_type: str, backend: str = "auto") -> DistInfo:
         dist.init_process_group(
             backend=backend, store=dist.PrefixStore(f"torchcls/attempt{attempt}/", store), rank=rank, world_size=world
         )
-    return DistInfo(rank, world, local_rank)
+    return DistInfo(rank, world, local_rank, launched=True)
 
 
 def shutdown() -> None:

@@ -52,6 +52,7 @@ def evaluate(
     tta_shift: int = 0,
     dist_info: DistInfo = SINGLE,
     prepared: bool = False,
+    channels: int = 3,
 ) -> dict:
     """Evaluate over `batches` of (images, labels). Every rank passes its own share; the sums are
     all-reduced so every rank returns the same figures over the whole split."""
@@ -61,7 +62,7 @@ def evaluate(
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if not prepared:
-            x = prepare(x, mean, std, channels_last)
+            x = prepare(x, mean, std, channels_last, channels)
         with autocast_ctx(device, amp_dtype):
             logits = tta_logits(model, x, tta_flip, tta_shift)
         loss_sum += F.nll_loss(logits.log_softmax(1), y, reduction="sum").item()

@@ -29,7 +29,7 @@ from torchcls.engine.optim import build_optimizer, build_scheduler
 from torchcls.engine.runtime import compile_model, malloc_state
 from torchcls.engine.step import TrainStep, prepare
 from torchcls.errors import UserError
-from torchcls.models import create_model
+from torchcls.models import create_model, input_channels
 from torchcls.models.imagenet.pretrained import load_pretrained
 from torchcls.models.weights import load_model_weights
 
@@ -162,13 +162,13 @@ def hardware_summary(device: torch.device, world_size: int) -> dict:
 # ----------------------------------------------------------------------------- the model
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+def build_model(cfg: TrainConfig, num_classes: int, in_channels: int | None = None) -> nn.Module:
     kwargs = cfg.model_kwargs()
     own_pretrained = cfg.pretrained and not cfg.arch.startswith("tv_")
     if cfg.pretrained and not own_pretrained:
         kwargs["pretrained"] = True  # torchvision builders load their cached weights themselves
     try:
-        model = create_model(cfg.arch, num_classes=num_classes, **kwargs)
+        model = create_model(cfg.arch, num_classes=num_classes, in_channels=in_channels, **kwargs)
     except ValueError as e:
         raise UserError(str(e)) from None
     if own_pretrained:
@@ -187,7 +187,7 @@ def init_from_data(model: nn.Module, data, n: int = 5000) -> None:
             "this model sets its first layer from the training images, which needs an in-memory "
             "data set (cifar10, cifar100, fashion-mnist)"
         )
-    model.data_init(prepare(images[:n], data.mean, data.std, False))
+    model.data_init(prepare(images[:n], data.mean, data.std, False, input_channels(model)))
 
 
 def check_compatible(state: dict, cfg: TrainConfig, num_classes: int, path) -> None:
@@ -252,7 +252,7 @@ def build_run(
     num_classes = len(data.classes)
     amp_dtype = resolve_amp(cfg.amp, device)
     channels_last = resolve_channels_last(cfg.channels_last, device)
-    model = build_model(cfg, num_classes)
+    model = build_model(cfg, num_classes, len(data.mean))
     if state is not None:
         check_compatible(state, cfg, num_classes, source)
         load_model_weights(model, state["state_dict"], source)
@@ -292,6 +292,7 @@ def build_run(
         channels_last,
         ema=ema,
         ema_source=raw_model,
+        channels=input_channels(raw_model),
     )
     return Run(
         cfg,

@@ -51,9 +51,10 @@ def normalize(
     return out
 
 
-def prepare(x: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:
-    """uint8 batch on the device -> normalised float input in the model's memory format."""
-    x = normalize(x, mean, std)
+def prepare(x: torch.Tensor, mean, std, channels_last: bool, channels: int = 3) -> torch.Tensor:
+    """uint8 batch on the device -> normalised float input with the model's channel count
+    (`models.input_channels`) in its memory format."""
+    x = normalize(x, mean, std, channels=channels)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
@@ -90,16 +91,18 @@ class TrainStep:
         channels_last: bool,
         ema=None,
         ema_source: nn.Module | None = None,
+        channels: int = 3,
     ):
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.criterion, self.augment, self.mean, self.std = criterion, augment, mean, std
         self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
         self.ema, self.ema_source = ema, ema_source if ema_source is not None else model
+        self.channels = channels
 
     def inputs(self, x: torch.Tensor, gen: torch.Generator, size: int | None = None) -> torch.Tensor:
         """A uint8 batch on the device -> augmented, normalised model input, resized to `size`
         (progressive resizing) when that differs from the batch's own size."""
-        x = prepare(self.augment(x, gen), self.mean, self.std, self.channels_last)
+        x = prepare(self.augment(x, gen), self.mean, self.std, self.channels_last, self.channels)
         if size is not None and size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return x

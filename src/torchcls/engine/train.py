@@ -146,7 +146,7 @@ class Trainer:
         logger = RunLogger(self.run_dir, resume=resumed, tensorboard=cfg.tensorboard, plot=cfg.plot)
         if resumed:
             logger.truncate_after(pos.epoch)
-        procs = f" x {dist.world_size} processes" if dist.enabled else ""
+        procs = f" x {dist.world_size} process{'es' * (dist.world_size > 1)}" if dist.enabled else ""
         self.log(
             f"torchcls: training {cfg.arch} on {cfg.dataset} ({data.train_size} train / {data.select_size} "
             f"{data.select_name} images, {len(data.classes)} classes) for {cfg.epochs} epochs on "
@@ -222,7 +222,7 @@ class Trainer:
         cfg, run = self.cfg, self.run
         return dict(mean=self.data.mean, std=self.data.std, device=self.device, amp_dtype=run.amp_dtype,
                     channels_last=run.channels_last, tta_flip=cfg.tta_flip and tta, tta_shift=cfg.tta_shift * tta,
-                    dist_info=self.dist)  # fmt: skip
+                    dist_info=self.dist, channels=run.step.channels)  # fmt: skip
 
     def _evaluate_epoch(self, epoch: int, stats: EpochStats, size: int, end) -> dict:
         cfg, data = self.cfg, self.data

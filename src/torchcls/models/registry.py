@@ -88,10 +88,17 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}.{hint} Run `torchcls models` for the full list.") from None
 
 
-def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
+def input_channels(model: nn.Module) -> int:
+    """The channel count a model takes: its `input_channels` attribute (models built for the data
+    set's own channels, e.g. 1 for Fashion-MNIST), else 3 (grayscale is repeated to RGB for it)."""
+    return int(getattr(model, "input_channels", 3))
+
+
+def create_model(name: str, num_classes: int | None = None, in_channels: int | None = None, **kwargs) -> nn.Module:
     """Build a registered model with `num_classes` outputs (None: the entry's default, 1000 for an
-    ImageNet-sized model, 10 for a CIFAR-sized one). Keyword arguments the builder does not take
-    are an error."""
+    ImageNet-sized model, 10 for a CIFAR-sized one). `in_channels`: the data's channel count, passed
+    on to builders that take it (the others take RGB; `input_channels(model)` says which). Keyword
+    arguments the builder does not take are an error."""
     if num_classes is not None and (
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
     ):
@@ -107,6 +114,8 @@ def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Modu
                 f"model {name!r} does not take {', '.join(unknown)}; "
                 f"it takes: {', '.join(sorted(accepted)) or 'no options'}"
             )
+    if in_channels is not None and accepted is not None and "in_channels" in accepted:
+        kwargs["in_channels"] = in_channels
     return entry.fn(num_classes=num_classes, **kwargs)
 
 

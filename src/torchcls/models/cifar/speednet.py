@@ -14,6 +14,12 @@ seconds on a single GPU", 2024), whose ideas it uses; the code is this project's
 
 Input 32x32x3: whitening 2x2 (no padding) -> 31, groups pool to 15, 7, 3, then the global max-pool.
 The recipe that trains it is the built-in cifar10-speednet (src/torchcls/recipes/); its results are in docs/RESULTS.md.
+
+`speednet_mini` (widths 24/64/128, 0.28 M parameters) is the main job's network, chosen for time to
+accuracy on 28x28 grayscale Fashion-MNIST on 2-core CPUs without bf16 as well as with it: built for
+the data's own channel count (`in_channels`, 1 for grayscale: `models.input_channels`), its
+first group runs at 27x27 with few channels, where most of a step's time goes, and its wider
+groups at 13x13 and 6x6. How it was chosen, with every run, is in docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class SpeedNet(nn.Module):
         scale: float = 1 / 9,
     ):
         super().__init__()
+        self.input_channels = in_channels  # models.input_channels: 1 for grayscale data
         patch = in_channels * 2 * 2
         self.whiten = nn.Conv2d(in_channels, 2 * patch, kernel_size=2, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)  # set by data_init, then frozen
@@ -94,12 +101,18 @@ class SpeedNet(nn.Module):
 
 
 @register_model(family="speednet", dataset="cifar")
-def speednet(num_classes: int = 10) -> nn.Module:
+def speednet(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """SpeedNet, widths 64/256/256 (the 94% CIFAR-10 recipe's network)."""
-    return SpeedNet(num_classes)
+    return SpeedNet(num_classes, in_channels=in_channels)
 
 
 @register_model(family="speednet", dataset="cifar")
-def speednet_wide(num_classes: int = 10) -> nn.Module:
+def speednet_wide(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """SpeedNet, widths 128/384/384."""
-    return SpeedNet(num_classes, widths=(128, 384, 384))
+    return SpeedNet(num_classes, widths=(128, 384, 384), in_channels=in_channels)
+
+
+@register_model(family="speednet", dataset="cifar")
+def speednet_mini(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """SpeedNet, widths 24/64/128 (the main job's network: Fashion-MNIST, 28x28 grayscale)."""
+    return SpeedNet(num_classes, widths=(24, 64, 128), in_channels=in_channels)
