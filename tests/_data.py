@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 DATA = Path(os.environ.get("TORCHCLS_DATA", "../shared/data"))
@@ -22,3 +23,13 @@ needs_cifar = pytest.mark.skipif(
 needs_woof = pytest.mark.skipif(
     not WOOF_TAR.is_file(), reason=f"{WOOF_TAR} not found (set TORCHCLS_DATA to the folder holding imagewoof-mini.tar)"
 )
+
+
+def write_png_tree(dataset, root: Path, n: int) -> Path:
+    """The first `n` images of an in-memory RGB data set as PNG files in class folders
+    (root/<class>/<index>.png, index = the image's place in the data set): a labelled tree."""
+    for i in range(n):
+        d = root / dataset.classes[int(dataset.labels[i])]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(dataset.images[i].permute(1, 2, 0).numpy()).save(d / f"{i:05d}.png")
+    return root

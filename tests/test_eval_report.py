@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests._data import DATA, QUIET_RUN
+from tests._data import DATA, QUIET_RUN, write_png_tree
 from torchcls.cli import main
 from torchcls.commands.eval import evaluate_checkpoint, scan_labelled_folder
 from torchcls.data.datasets import load_dataset
@@ -37,11 +37,7 @@ def cifar(tmp_path_factory):
     args += "--train-batch 100 --test-batch 200"
     assert main(["train", *shlex.split(args), *QUIET_RUN, "--lr", "0.05", "-c", str(tmp / "run")]) == 0
     test = load_dataset("cifar10", str(DATA), train=False).subset(slice(0, N))
-    root = tmp / "pngs"
-    for i in range(N):
-        d = root / test.classes[int(test.labels[i])]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(test.images[i].permute(1, 2, 0).numpy()).save(d / f"{i:05d}.png")
+    root = write_png_tree(test, tmp / "pngs", N)
     return tmp / "run" / "checkpoint.pth.tar", root, test
 
 

@@ -12,7 +12,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from tests._data import DATA, QUIET_RUN, needs_cifar, needs_fmnist
+from tests._data import DATA, QUIET_RUN, needs_cifar, needs_fmnist, write_png_tree
 from torchcls.cli import main
 from torchcls.commands.eval import evaluate_checkpoint
 from torchcls.data.datasets import load_dataset
@@ -60,11 +60,7 @@ def cifar(tmp_path_factory):
     ckpt = train_run(tmp, f"-a speednet_mini -d cifar10 --data-dir {DATA} --train-subset 1500 --test-subset 300 "
                      "--epochs 2 --train-batch 100 --test-batch 300".split())  # fmt: skip
     test = load_dataset("cifar10", str(DATA), train=False).subset(slice(0, N_CIFAR))
-    root = tmp / "pngs"
-    for i in range(N_CIFAR):
-        d = root / test.classes[int(test.labels[i])]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(test.images[i].permute(1, 2, 0).numpy()).save(d / f"{i:05d}.png")
+    root = write_png_tree(test, tmp / "pngs", N_CIFAR)
     return ckpt, root, test
 
 
