@@ -54,12 +54,12 @@ def test_resnet20_flops(rows):
 def test_meta_count_equals_a_real_run():
     """The shapes-only (meta device) count gives what a real CPU forward pass counts."""
     model = create_model("resnet20", num_classes=10)
-    assert summary._count(model, 32, "cpu") == summary.count_model("resnet20")
+    assert summary.count_params_and_flops(model, 32, "cpu") == summary.count_model("resnet20")
 
 
 def test_falls_back_to_a_real_run(monkeypatch):
     """A model that cannot be built or run on the meta device is counted on the CPU."""
-    count, devices = summary._count, []
+    count, devices = summary.count_params_and_flops, []
 
     def no_meta(model, size, device):
         devices.append(device)
@@ -67,7 +67,7 @@ def test_falls_back_to_a_real_run(monkeypatch):
             raise NotImplementedError("Cannot copy out of meta tensor; no data!")
         return count(model, size, device)
 
-    monkeypatch.setattr(summary, "_count", no_meta)
+    monkeypatch.setattr(summary, "count_params_and_flops", no_meta)
     assert summary.count_model("resnet20") == (272_474, RESNET20_FLOPS)
     assert devices == ["meta", "cpu"]
 

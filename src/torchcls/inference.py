@@ -192,6 +192,17 @@ def read_image(path) -> Image.Image:
         raise UnreadableImage(path, reason) from None
 
 
+def preprocess_file(path, preprocessing) -> tuple[torch.Tensor | None, str | None]:
+    """(the preprocessed uint8 image, None), or (None, why) for a file that cannot be read or decoded:
+    one file's failure is reported and skipped, never the run's (predict's and eval --folder's readers)."""
+    try:
+        return preprocessing(read_image(path)), None
+    except UnreadableImage as e:
+        return None, e.reason
+    except Exception as e:  # noqa: BLE001 - a decoder's odd failure: that file is skipped, not the run
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot decode'}"
+
+
 def _default_size(state: dict) -> int:
     if state.get("input_size"):
         return int(state["input_size"])

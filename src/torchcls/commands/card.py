@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from torchcls.commands import train as train_cmd
-from torchcls.commands.models import _count as count_params_and_flops
+from torchcls.commands.models import count_params_and_flops
 from torchcls.config import IMAGENET_DEFAULTS, TrainConfig, load_recipe
 from torchcls.data.datasets import is_folder_dataset
 from torchcls.errors import UserError
@@ -38,18 +38,6 @@ FORMATS = ("text", "json", "markdown")
 RESULT_KEYS = ("epochs", "final", "best", "final_test", "wall_time_s", "train_images_per_s", "hardware")
 
 
-class _FirstChannels(nn.Module):
-    """`torchcls models`' counter feeds a 3-channel image; a model of fewer channels (a grayscale
-    SpeedNet) gets the first ones. Slicing is no FLOP, so the count is the model's own."""
-
-    def __init__(self, model: nn.Module, channels: int):
-        super().__init__()
-        self.model, self.channels = model, channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x[:, : self.channels])
-
-
 def count_gflops(info: InferenceInfo, model: nn.Module) -> float | None:
     """Forward GFLOPs of one image at the checkpoint's input size: on a meta-device copy of the
     model (shapes only), or on the loaded model itself when it cannot run on meta tensors."""
@@ -58,10 +46,10 @@ def count_gflops(info: InferenceInfo, model: nn.Module) -> float | None:
         with torch.device("meta"):
             meta = create_model(info.arch, num_classes=info.num_classes, in_channels=len(info.mean),
                                 **(state.get("model_kwargs") or {}))  # fmt: skip
-        _, flops = count_params_and_flops(_FirstChannels(meta, info.channels).to("meta"), size, "meta")
+        _, flops = count_params_and_flops(meta.to("meta"), size, "meta")
     except Exception:  # noqa: BLE001 - a model that needs real data (.item(), ...): run the real one
         try:
-            _, flops = count_params_and_flops(_FirstChannels(model, info.channels), size, "cpu")
+            _, flops = count_params_and_flops(model, size, "cpu")
         except Exception:  # noqa: BLE001 - no count is better than no card
             return None
     return round(flops / 1e9, 6)

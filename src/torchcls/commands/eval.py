@@ -74,10 +74,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int):
         path, label = self.samples[i]
-        try:
-            return self.preprocessing(inference.read_image(path)), label, path
-        except Exception:
-            return None, label, path
+        return inference.preprocess_file(path, self.preprocessing)[0], label, path
 
 
 class ImageFileLoader:

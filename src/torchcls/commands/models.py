@@ -30,7 +30,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from torchcls.errors import UserError
-from torchcls.models.registry import DEFAULT_NUM_CLASSES, create_model, get_entry, list_models
+from torchcls.models.registry import DEFAULT_NUM_CLASSES, create_model, get_entry, input_channels, list_models
 
 COLUMNS = ("name", "family", "dataset", "input_size", "params", "params_m", "gflops")
 FORMATS = ("text", "json", "csv", "markdown")
@@ -61,10 +61,12 @@ def _extra_flop_formulas() -> dict:
     return {cpu_op: _sdpa_flops}
 
 
-def _count(model: nn.Module, input_size: int, device: str) -> tuple[int, int]:
+def count_params_and_flops(model: nn.Module, input_size: int, device: str) -> tuple[int, int]:
+    """(parameters, forward FLOPs of one input_size x input_size image with the model's own channel
+    count, `models.input_channels`) of a built model, on `device` ("meta": shapes only)."""
     params = sum(p.numel() for p in model.parameters())
     model.eval()
-    x = torch.zeros(1, 3, input_size, input_size, device=device)
+    x = torch.zeros(1, input_channels(model), input_size, input_size, device=device)
     # nn.MultiheadAttention's inference fast path is one fused op the counter does not know;
     # switch it off so attention is counted (as linear layers + scaled dot-product attention)
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -87,11 +89,11 @@ def count_model(name: str) -> tuple[int, int]:
         try:
             with torch.device("meta"):  # shapes only: no memory, no initialisation cost
                 model = create_model(name, num_classes=num_classes)
-            return _count(model.to("meta"), entry.input_size, "meta")
+            return count_params_and_flops(model.to("meta"), entry.input_size, "meta")
         except Exception:  # noqa: BLE001 - the model needs real data (.item(), .tolist(), ...):
             pass  # build and run it for real; a genuine error in the model surfaces there
         model = create_model(name, num_classes=num_classes)
-        return _count(model, entry.input_size, "cpu")
+        return count_params_and_flops(model, entry.input_size, "cpu")
 
 
 def default_names(dataset: str | None = None, include_torchvision: bool = False) -> list[str]:

@@ -26,8 +26,7 @@ from tqdm import tqdm
 from torchcls.data.folder import IMG_EXTENSIONS
 from torchcls.engine.setup import resolve_amp, resolve_channels_last, resolve_device
 from torchcls.errors import UserError
-from torchcls.inference import InferenceInfo, Preprocessing, UnreadableImage, load_for_inference, predict_logits
-from torchcls.inference import read_image as _read_image
+from torchcls.inference import InferenceInfo, Preprocessing, load_for_inference, predict_logits, preprocess_file
 from torchcls.report.progress import Progress
 
 FORMATS = ("text", "csv", "json", "jsonl")
@@ -150,12 +149,8 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        try:
-            return self.pre(_read_image(self.paths[i])), i, None
-        except UnreadableImage as e:
-            return None, i, e.reason
-        except Exception as e:  # noqa: BLE001 - a decoder's odd failure: that file is skipped, not the run
-            return None, i, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot decode'}"
+        image, reason = preprocess_file(self.paths[i], self.pre)
+        return image, i, reason
 
 
 def _keep_list(batch):

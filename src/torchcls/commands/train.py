@@ -21,6 +21,11 @@ def _bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on/off, got {v!r}")
 
 
+def _switch(g, *names: str, **kw) -> None:
+    """An on/off flag: `--name` alone is on, `--name off|false|0` off (see _bool)."""
+    g.add_argument(*names, type=_bool, nargs="?", const=True, default=S, **kw)
+
+
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
@@ -107,12 +112,9 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compressionRate", "--compression-rate", dest="compression_rate", type=int, default=S)
     g.add_argument("--drop", "--dropout", dest="drop_rate", type=float, default=S)
     g.add_argument("--base-width", dest="base_width", type=int, default=S)
-    g.add_argument(
+    _switch(
+        g,
         "--pretrained",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=S,
         help="start from torchvision's ImageNet weights, read from the local torch hub cache (never downloaded)",
     )
 
@@ -142,7 +144,7 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, default=S)
     g.add_argument("--final-lr-factor", dest="final_lr_factor", type=float, default=S)
     g.add_argument("--momentum", type=float, default=S)
-    g.add_argument("--nesterov", type=_bool, nargs="?", const=True, default=S)
+    _switch(g, "--nesterov")
     g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=S)
     g.add_argument(
         "--ema-decay",
@@ -168,15 +170,7 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
         metavar="X",
         help="learning rate x X for biases and norm parameters (their weight decay / X)",
     )
-    g.add_argument(
-        "--no-wd-norm-bias",
-        dest="no_wd_norm_bias",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=S,
-        help="no weight decay on norm layers and biases",
-    )
+    _switch(g, "--no-wd-norm-bias", dest="no_wd_norm_bias", help="no weight decay on norm layers and biases")
     g.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=S)
 
 
@@ -210,7 +204,7 @@ def _augmentation_arguments(p: argparse.ArgumentParser) -> None:
         metavar=("START", "END"),
         help="epochs over which the training size grows linearly to the full size",
     )
-    g.add_argument("--tta-flip", dest="tta_flip", type=_bool, nargs="?", const=True, default=S)
+    _switch(g, "--tta-flip", dest="tta_flip")
     g.add_argument(
         "--tta-shift",
         dest="tta_shift",
@@ -234,7 +228,7 @@ def _speed_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=S)
     g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=S)
     g.add_argument("--channels-last", dest="channels_last", choices=["auto", "on", "off"], default=S)
-    g.add_argument("--compile", type=_bool, nargs="?", const=True, default=S)
+    _switch(g, "--compile")
     g.add_argument("--threads", type=int, default=S)
     g.add_argument(
         "--malloc",
@@ -246,13 +240,10 @@ def _speed_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--gpu-id", dest="gpu_id", default=S, help="sets CUDA_VISIBLE_DEVICES (the original's flag)")
     g.add_argument("--dist-backend", dest="dist_backend", choices=["auto", "nccl", "gloo"], default=S)
-    g.add_argument(
+    _switch(
+        g,
         "--sync-bn",
         dest="sync_bn",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=S,
         help="under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)",
     )
 
