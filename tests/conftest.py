@@ -1,5 +1,6 @@
 """Fixtures shared by the test files."""
 
+import os
 import tarfile
 
 import pytest
@@ -16,3 +17,15 @@ def woof(tmp_path_factory):
     with tarfile.open(WOOF_TAR) as t:
         t.extractall(root, filter="data")
     return root / "imagewoof-mini"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Image stores built by the tests go to a temporary cache folder, never the user's ~/.cache."""
+    old = os.environ.get("TORCHCLS_CACHE")
+    os.environ["TORCHCLS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("TORCHCLS_CACHE", None)
+    else:
+        os.environ["TORCHCLS_CACHE"] = old

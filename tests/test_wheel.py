@@ -97,8 +97,9 @@ def _in_fresh(fresh, *cmd, timeout=300) -> str:
 
 def test_wheel_ships_every_recipe(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    recipes = sorted(p.name for p in (SRC / "torchcls" / "recipes").glob("*.yaml"))
-    assert "main.yaml" in recipes
+    folder = SRC / "torchcls" / "recipes"
+    recipes = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.yaml"))
+    assert "main.yaml" in recipes and "original/cifar10-resnet110.yaml" in recipes
     assert {f"torchcls/recipes/{r}" for r in recipes} <= names
     assert not any(n.startswith(("tests/", "recipes/", "src/")) for n in names)
 

@@ -1,4 +1,4 @@
-"""One entry point: torchcls train | eval | predict | export | card | models | bench | plot | recipes.
+"""One entry point: torchcls train | eval | predict | export | card | models | bench | prepare | plot | recipes.
 
 This module only parses and dispatches; each command lives in torchcls/commands/.
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from torchcls import __version__
-from torchcls.commands import bench, card, export, models, plot, predict, recipes, train
+from torchcls.commands import bench, card, export, models, plot, predict, prepare, recipes, train
 from torchcls.commands import eval as eval_cmd
 from torchcls.errors import Interrupted, UserError
 
@@ -21,6 +21,7 @@ COMMANDS = {
     "card": (card, "what a checkpoint is: architecture, size, classes, preprocessing, recipe, metrics"),
     "models": (models, "list every registered model with parameters and GFLOPs"),
     "bench": (bench, "training throughput and peak memory; --vs-reference: against the original's loop"),
+    "prepare": (prepare, "decode an ImageNet-style folder once into the image store that training reads"),
     "plot": (plot, "draw log.png of a run folder"),
     "recipes": (recipes, "list the built-in recipes"),
 }

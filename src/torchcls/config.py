@@ -58,6 +58,11 @@ class TrainConfig:
     train_size: int = 224
     val_size: int = 224
     val_resize: int = 256
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop's area range
+    # the decoded image store (data/store.py): auto = built once in the cache folder and reused;
+    # off = decode the JPEGs in worker processes every epoch; anything else: the store's path
+    store: str = "auto"
+    store_max_size: int = 0  # shorter side of the stored images; 0: max(val_resize, train_size)
     # model (the original's family flags; None = the model's own default)
     arch: str = "resnet20"
     depth: int | None = None
@@ -140,13 +145,21 @@ IMAGENET_DEFAULTS = {"train_batch": 256, "test_batch": 200, "weight_decay": 1e-4
 
 
 def _packaged_recipes() -> dict[str, Traversable]:
-    """The packaged recipes by name (file stem)."""
+    """The packaged recipes by name: the file's path under recipes/ without .yaml, with "/" between
+    folders (`cifar10-resnet20`, `original/cifar10-resnet110`)."""
+    found: dict[str, Traversable] = {}
+
+    def walk(folder: Traversable, prefix: str) -> None:
+        for p in folder.iterdir():
+            if p.is_dir():
+                walk(p, f"{prefix}{p.name}/")
+            elif p.name.endswith(RECIPE_SUFFIX) and p.is_file():
+                found[prefix + p.name[: -len(RECIPE_SUFFIX)]] = p
+
     folder = resources.files(RECIPE_PACKAGE) / RECIPE_FOLDER
-    if not folder.is_dir():
-        return {}
-    return {
-        p.name[: -len(RECIPE_SUFFIX)]: p for p in folder.iterdir() if p.name.endswith(RECIPE_SUFFIX) and p.is_file()
-    }
+    if folder.is_dir():
+        walk(folder, "")
+    return found
 
 
 def find_recipe(name: str) -> Path | Traversable:
@@ -267,6 +280,10 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad("--wd and --momentum must be >= 0")
     if min(cfg.train_size, cfg.val_size, cfg.val_resize) < 1:
         bad("--train-size, --val-size and --val-resize must be positive")
+    if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
+        bad(f"--crop-scale must be two fractions 0 < MIN <= MAX <= 1, got {cfg.crop_scale}")
+    if cfg.store_max_size < 0:
+        bad(f"--store-max-size must be >= 0 (0: the larger of --val-resize and --train-size), got {cfg.store_max_size}")
     if cfg.workers < 0:
         bad(f"-j/--workers must be >= 0, got {cfg.workers}")
     if cfg.tta_shift < 0 or cfg.tta_epochs not in ("all", "last"):

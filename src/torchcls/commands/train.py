@@ -99,6 +99,30 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="image folders: shorter side before the evaluation crop (default 256)",
     )
+    g.add_argument(
+        "--crop-scale",
+        dest="crop_scale",
+        type=float,
+        nargs=2,
+        default=S,
+        metavar=("MIN", "MAX"),
+        help="image folders: RandomResizedCrop's range of the image's area (default 0.08 1.0)",
+    )
+    g.add_argument(
+        "--store",
+        default=S,
+        metavar="auto|off|PATH",
+        help="image folders: decoded image store (default auto: built once in the cache folder, "
+        "reused while the folder is unchanged; off: decode the files every epoch; PATH: that store)",
+    )
+    g.add_argument(
+        "--store-max-size",
+        dest="store_max_size",
+        type=int,
+        default=S,
+        metavar="PX",
+        help="image folders: shorter side of the stored images (default: the larger of --val-resize and --train-size)",
+    )
 
 
 def _model_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,7 +3,8 @@
 Every kind yields the same thing to the training loop: loaders with `set_epoch(e)`, `len()` and
 `iterate(start_batch)` giving (images, labels) batches on the device, and a batched `augment`
 applied there. In-memory data sets (CIFAR, Fashion-MNIST) are uint8 tensors on the device; image
-folders (--dataset imagenet) are decoded and cropped to uint8 by DataLoader workers (data/folder.py).
+folders (--dataset imagenet) are decoded once into a store (data/store.py) and cropped to uint8 per
+sample from it (or, with --store off, decoded every epoch by DataLoader workers: data/folder.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torchcls.data.augment import BatchAugment
 from torchcls.data.datasets import is_folder_dataset, load_dataset
 from torchcls.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderLoader, scan_folder
 from torchcls.data.loader import InMemoryLoader
+from torchcls.data.store import StoreLoader, resolve_store
 from torchcls.errors import UserError
 
 
@@ -47,7 +49,7 @@ def split_validation(train, val_split: int, seed: int):
     return train.subset(perm[val_split:]), train.subset(perm[:val_split])
 
 
-def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device) -> RunData:
+def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device, log=print) -> RunData:
     if cfg.train_batch % world_size:
         raise UserError(
             f"--train-batch {cfg.train_batch} (the global batch) must be divisible by the "
@@ -55,7 +57,7 @@ def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device)
         )
     local_batch = cfg.train_batch // world_size
     if is_folder_dataset(cfg.dataset):
-        return build_folder_data(cfg, seed, rank, world_size, device, local_batch)
+        return build_folder_data(cfg, seed, rank, world_size, device, local_batch, log)
     data_dir = cfg.data_dir  # None: $TORCHCLS_DATA, then ./data (and the system Fashion-MNIST)
     train = load_dataset(cfg.dataset, data_dir, train=True, download=cfg.download)
     test = load_dataset(cfg.dataset, data_dir, train=False, download=False)
@@ -96,12 +98,35 @@ def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device)
     )
 
 
-def build_folder_data(cfg, seed: int, rank: int, world_size: int, device: torch.device, local_batch: int) -> RunData:
-    """An ImageNet-style folder: workers decode, crop (and flip) to uint8; the device normalises.
-    val/ is the split the best model is chosen on; there is no separate test split."""
+def store_max_size(cfg) -> int:
+    """The shorter side of a run's stored images: --store-max-size, else the larger of the
+    evaluation resize and the training crop."""
+    return cfg.store_max_size or max(cfg.val_resize, cfg.train_size)
+
+
+def build_folder_data(
+    cfg, seed: int, rank: int, world_size: int, device: torch.device, local_batch: int, log=print
+) -> RunData:
+    """An ImageNet-style folder, read from its decoded store (data/store.py; `--store off`: worker
+    processes decode the files every epoch), cropped and flipped to uint8 per sample; the device
+    normalises. val/ is the split the best model is chosen on; there is no separate test split."""
     if cfg.val_split:
         raise UserError("--val-split is for in-memory data sets; an image folder's val/ is its validation set")
-    train, val = scan_folder(cfg.data_dir)
+    if cfg.store == "off":
+        train, val = scan_folder(cfg.data_dir)
+        make, extra = FolderLoader, dict(workers=cfg.workers)
+    else:
+        import torch.distributed as tdist
+
+        def wait():
+            if tdist.is_available() and tdist.is_initialized():
+                tdist.barrier()
+
+        _, _, splits = resolve_store(
+            cfg.data_dir, cfg.store, store_max_size(cfg), cfg.workers, log=log, is_main=rank == 0, wait=wait
+        )
+        train, val = splits["train"], splits["val"]
+        make, extra = StoreLoader, {}
     if cfg.train_subset:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))
         train = train.subset(pick[: cfg.train_subset].tolist())
@@ -111,14 +136,15 @@ def build_folder_data(cfg, seed: int, rank: int, world_size: int, device: torch.
         seed=seed,
         rank=rank,
         world_size=world_size,
-        workers=cfg.workers,
         device=device,
         resize=cfg.val_resize,
         flip=cfg.flip,
+        scale=tuple(cfg.crop_scale),
+        **extra,
     )
     return RunData(
-        train=FolderLoader(train, local_batch, train=True, size=cfg.train_size, **common),
-        select=FolderLoader(val, cfg.test_batch, train=False, size=cfg.val_size, **common),
+        train=make(train, local_batch, train=True, size=cfg.train_size, **common),
+        select=make(val, cfg.test_batch, train=False, size=cfg.val_size, **common),
         select_name="val",
         test=None,
         classes=list(train.classes),

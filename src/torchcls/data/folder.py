@@ -150,21 +150,30 @@ def to_uint8_tensor(img) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def train_transform(img, size: int, g: torch.Generator, flip: bool):
-    left, top, w, h = random_resized_crop_box(img.width, img.height, g)
-    img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The generator a training sample's crop and flip are drawn from: a function of (seed, epoch, index)."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63))
+
+
+def train_transform(img, size: int, g: torch.Generator, flip: bool, scale=(0.08, 1.0)):
+    """torchvision's RandomResizedCrop(size, scale) (crop, then resize) and RandomHorizontalFlip on a PIL image."""
+    left, top, w, h = random_resized_crop_box(img.width, img.height, g, scale)
+    img = img.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
     if flip and float(torch.rand(1, generator=g)) < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     return img
 
 
+def eval_size(w: int, h: int, resize: int) -> tuple[int, int]:
+    """(width, height) after torchvision's Resize(resize): the shorter side becomes `resize`."""
+    if w <= h:
+        return resize, int(resize * h / w)
+    return int(resize * w / h), resize
+
+
 def eval_transform(img, resize: int, size: int):
     """Resize(resize) (the shorter side to `resize`) then CenterCrop(size), as torchvision does."""
-    w, h = img.size
-    if w <= h:
-        nw, nh = resize, int(resize * h / w)
-    else:
-        nw, nh = int(resize * w / h), resize
+    nw, nh = eval_size(*img.size, resize)
     img = img.resize((nw, nh), Image.BILINEAR)
     if nw < size or nh < size:  # CenterCrop pads a too-small image with zeros
         canvas = Image.new("RGB", (max(nw, size), max(nh, size)))
@@ -181,9 +190,11 @@ class FolderDataset(Dataset):
     sample depends only on (seed, epoch, index); a plain int index means epoch 0.
     """
 
-    def __init__(self, split: FolderSplit, train: bool, size: int, resize: int = 256, flip: bool = True, seed: int = 0):
+    def __init__(self, split: FolderSplit, train: bool, size: int, resize: int = 256, flip: bool = True, seed: int = 0,
+                 scale=(0.08, 1.0)):  # fmt: skip
         self.samples = split.samples
         self.train, self.size, self.resize, self.flip, self.seed = train, size, resize, flip, seed
+        self.scale = tuple(scale)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -194,8 +205,7 @@ class FolderDataset(Dataset):
         try:
             img = load_rgb(path)
             if self.train:
-                g = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 10_000_019 + i) % (2**63))
-                img = train_transform(img, self.size, g, self.flip)
+                img = train_transform(img, self.size, sample_generator(self.seed, epoch, i), self.flip, self.scale)
             else:
                 img = eval_transform(img, self.resize, self.size)
             return to_uint8_tensor(img), label, path
@@ -266,9 +276,10 @@ class FolderLoader:
         world_size: int,
         workers: int,
         device: torch.device,
+        scale=(0.08, 1.0),
     ):
         self.split, self.batch_size, self.train, self.device = split, batch_size, train, device
-        self.dataset = FolderDataset(split, train, size, resize, flip, seed)
+        self.dataset = FolderDataset(split, train, size, resize, flip, seed, scale)
         self.sampler = ShardedSampler(len(split), batch_size, train, seed, rank, world_size)
         self.skipped: list[str] = []
         kw = {}

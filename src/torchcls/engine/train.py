@@ -88,7 +88,7 @@ class Trainer:
         self.run_dir = cfg.run_dir()
         resume_path, state = self._find_resume()
         self.seed = self._choose_seed(state)
-        self.data = data = build_data(cfg, self.seed, dist.rank, dist.world_size, self.device)
+        self.data = data = build_data(cfg, self.seed, dist.rank, dist.world_size, self.device, log=self.log)
         if cfg.tta_shift >= data.input_size:
             raise UserError(f"--tta-shift {cfg.tta_shift} must be smaller than the {data.input_size}-pixel images")
         self.run = run = build_run(cfg, data, self.device, dist, state, str(resume_path))

@@ -1,0 +1,109 @@
+"""XResNet: ResNet with the "bag of tricks" changes, the network of the Imagenette/Imagewoof leaderboard.
+
+He et al., 2019, "Bag of Tricks for Image Classification with Convolutional Neural Networks":
+ResNet-C, a deep stem of three 3x3 convolutions (32, 32, 64 channels, the first with stride 2)
+instead of one 7x7; ResNet-D, a shortcut that downsamples by 2x2 average pooling before its 1x1
+convolution instead of a strided 1x1 that drops three quarters of the input; and the last
+BatchNorm of every residual branch starting at zero, so that every block starts as the identity.
+fastai's xresnet (used by the Imagewoof leaderboard's entries) is this network; `act="mish"`
+swaps ReLU for Mish (Misra, 2019), as the leaderboard's best 5-epoch entries do.
+
+Entries: xresnet18 and xresnet34 (basic blocks), xresnet26 and xresnet50 (bottlenecks; 26: two
+blocks a stage, as timm's resnet26d), and xresnet18_mish / xresnet50_mish.
+Built for ImageNet-sized inputs (any size from about 64 px works: global average pooling).
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from torchcls.models.registry import register_model
+
+# depth -> (bottleneck?, blocks per stage)
+LAYOUTS = {
+    18: (False, (2, 2, 2, 2)),
+    26: (True, (2, 2, 2, 2)),
+    34: (False, (3, 4, 6, 3)),
+    50: (True, (3, 4, 6, 3)),
+}
+ACTIVATIONS = {"relu": nn.ReLU, "mish": nn.Mish, "silu": nn.SiLU}
+
+
+def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, act=None, zero: bool = False) -> nn.Sequential:
+    bn = nn.BatchNorm2d(c_out)
+    nn.init.constant_(bn.weight, 0.0 if zero else 1.0)
+    layers = [nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), bn]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class Block(nn.Module):
+    def __init__(self, c_in: int, planes: int, stride: int, bottleneck: bool, act):
+        super().__init__()
+        c_out = planes * (4 if bottleneck else 1)
+        if bottleneck:
+            self.branch = nn.Sequential(
+                conv_bn(c_in, planes, 1, act=act),
+                conv_bn(planes, planes, 3, stride, act=act),
+                conv_bn(planes, c_out, 1, zero=True),
+            )
+        else:
+            self.branch = nn.Sequential(conv_bn(c_in, planes, 3, stride, act=act), conv_bn(planes, c_out, 3, zero=True))
+        short = []
+        if stride != 1:
+            short.append(nn.AvgPool2d(2, ceil_mode=True))
+        if c_in != c_out:
+            short.append(conv_bn(c_in, c_out, 1))
+        self.shortcut = nn.Sequential(*short)
+        self.act = act()
+
+    def forward(self, x):
+        return self.act(self.branch(x) + self.shortcut(x))
+
+
+class XResNet(nn.Module):
+    def __init__(self, depth: int = 18, num_classes: int = 1000, act: str = "relu", in_channels: int = 3):
+        super().__init__()
+        if depth not in LAYOUTS:
+            raise ValueError(f"xresnet: depth must be one of {sorted(LAYOUTS)}, got {depth}")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"xresnet: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+        a = ACTIVATIONS[act]
+        bottleneck, blocks = LAYOUTS[depth]
+        self.input_channels = in_channels
+        self.stem = nn.Sequential(
+            conv_bn(in_channels, 32, 3, 2, act=a), conv_bn(32, 32, act=a), conv_bn(32, 64, act=a),
+            nn.MaxPool2d(3, 2, 1),
+        )  # fmt: skip
+        layers, c = [], 64
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks)):
+            for j in range(n):
+                layers.append(Block(c, planes, 2 if (i > 0 and j == 0) else 1, bottleneck, a))
+                c = planes * (4 if bottleneck else 1)
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))
+
+
+def _entry(depth: int, act: str = "relu"):
+    def build(num_classes: int = 1000, in_channels: int = 3) -> XResNet:
+        return XResNet(depth, num_classes, act, in_channels)
+
+    build.__name__ = f"xresnet{depth}" + ("" if act == "relu" else f"_{act}")
+    build.__doc__ = f"XResNet-{depth} with {act} (deep stem, ResNet-D shortcuts, zero-initialised last BN of each branch)."
+    return register_model(family="xresnet", dataset="imagenet")(build)
+
+
+xresnet18 = _entry(18)
+xresnet26 = _entry(26)
+xresnet34 = _entry(34)
+xresnet50 = _entry(50)
+xresnet18_mish = _entry(18, "mish")
+xresnet50_mish = _entry(50, "mish")
