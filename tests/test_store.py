@@ -243,6 +243,11 @@ def test_prepare_command(folder, tmp_path, capsys):
     assert "is up to date" in capsys.readouterr().out
     assert main(["prepare", "--data-dir", str(folder), "--max-size", "40", "-o", str(out), "--force"]) == 0
     assert "decoding" in capsys.readouterr().out
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    assert main(["prepare", "--data-dir", str(folder), "-o", str(keep), "--force"]) == 2
+    assert "is not a torchcls image store" in capsys.readouterr().err and (keep / "notes.txt").is_file()
     assert main(["prepare", "--dataset", "cifar10", "--data-dir", str(folder)]) == 2
     assert "prepare is for image folders" in capsys.readouterr().err
     assert main(["prepare", "--data-dir", str(tmp_path / "nowhere")]) == 2

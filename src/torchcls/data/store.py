@@ -168,6 +168,17 @@ def _write_split(split: FolderSplit, folder: Path, name: str, max_size: int, wor
     }
 
 
+def _replaceable(path: Path) -> bool:
+    """A folder a build may replace: an empty one, or one holding a store (even a damaged one)."""
+    if not path.is_dir():
+        return False
+    names = {p.name for p in path.iterdir()}
+    if not names:
+        return True
+    store_files = {"meta.json"} | {f"{s}{ext}" for s in SPLITS for ext in (".u8", ".npz")}
+    return names <= store_files and bool(names & store_files)
+
+
 def build_store(data_dir, out: Path, max_size: int, workers: int = 0, log=print) -> Path:
     """Decode train/ and val/ of an ImageNet-style folder into a store at `out` (replacing one there)."""
     from torchcls import __version__
@@ -177,6 +188,8 @@ def build_store(data_dir, out: Path, max_size: int, workers: int = 0, log=print)
         raise UserError(f"--max-size must be positive, got {max_size}")
     train, val = scan_folder(data_dir)
     out = Path(out).expanduser()
+    if out.exists() and not _replaceable(out):
+        raise UserError(f"{out} exists and is not a torchcls image store; give the store another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -311,7 +324,7 @@ def resolve_store(data_dir, store: str, max_size: int, workers: int = 0, log=pri
         raise UserError("--dataset imagenet needs --data-dir DIR (or --data DIR) holding train/ and val/")
     path = default_store_path(data_dir, max_size) if store == "auto" else Path(store).expanduser()
     if is_main:
-        if not (path / "meta.json").exists() and not path.exists():
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
             build_store(data_dir, path, max_size, workers, log)
         else:
             try:
