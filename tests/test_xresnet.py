@@ -1,0 +1,46 @@
+"""XResNet (models/imagenet/xresnet.py): the bag-of-tricks changes are there and it trains."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from torchcls.models import create_model
+from torchcls.models.imagenet.xresnet import Block
+
+
+@pytest.mark.parametrize("name", ["xresnet18", "xresnet26", "xresnet50_mish"])
+def test_xresnet_blocks_start_as_identity_and_learn(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5)
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    assert blocks and all(b.branch[-1][1].weight.abs().sum() == 0 for b in blocks)  # zero-initialised last BN
+    downs = [b for b in blocks if len(b.shortcut) and isinstance(b.shortcut[0], nn.AvgPool2d)]
+    assert len(downs) == 3  # ResNet-D: stages 2-4 downsample their shortcut by average pooling
+    convs = [m for m in model.stem.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3)] * 3 and convs[0].stride == (2, 2)  # ResNet-C deep stem
+    b = blocks[0].eval()
+    x = torch.randn(2, b.branch[0][0].in_channels, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(b(x), b.act(b.shortcut(x)))
+    if name != "xresnet18":
+        return
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 5
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    losses = []
+    for _ in range(8):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_xresnet_takes_one_channel_and_rejects_bad_depths():
+    model = create_model("xresnet18", num_classes=3, in_channels=1)
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 3) and model.input_channels == 1
+    from torchcls.models.imagenet.xresnet import XResNet
+
+    with pytest.raises(ValueError, match="depth must be one of"):
+        XResNet(depth=19)
