@@ -403,6 +403,10 @@ class StoreLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_size(self, size: int) -> None:
+        """Crop at `size` from now on (progressive resizing: the crop boxes stay those of (seed, epoch, index))."""
+        self.size = size
+
     def indices(self) -> torch.Tensor:
         n = len(self.split)
         return shard_indices(n, self.seed, self.epoch, self.rank, self.world_size, self.batch_size, self.train)
@@ -417,10 +421,10 @@ class StoreLoader:
     def take_skipped(self) -> list[str]:
         return []  # unreadable files were named once, when the store was built
 
-    def batch(self, idx: list[int], epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.split
+    def batch(self, idx: list[int], epoch: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        s, size = self.split, size or self.size
         if self.train:
-            views = [train_view(s.image(i), self.size, sample_generator(self.seed, epoch, i), self.flip, self.scale,
+            views = [train_view(s.image(i), size, sample_generator(self.seed, epoch, i), self.flip, self.scale,
                                 self.device) for i in idx]  # fmt: skip
         else:
             views = [eval_view(s.image(i), self.resize, self.size, self.device) for i in idx]
@@ -437,7 +441,7 @@ class StoreLoader:
             for c in chunks:
                 yield self.batch(c, self.epoch)
             return
-        yield from _prefetched(lambda c, e=self.epoch: self.batch(c, e), chunks, self.prefetch)
+        yield from _prefetched(lambda c, e=self.epoch, z=self.size: self.batch(c, e, z), chunks, self.prefetch)
 
 
 def _prefetched(make, items, depth: int):
