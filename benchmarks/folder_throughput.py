@@ -119,8 +119,10 @@ def main() -> None:
     print(f"{args.arch}, batch {args.batch}, {cpu_model()} ({cpu_isa()}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median of {args.windows} windows of {args.steps} steps, "
           f"alternating; reference -j {args.workers}")  # fmt: skip
-    print("| size | b: amp, channels_last | a: reference img/s | b: store img/s | b-fp32 img/s | c: in memory img/s "
-          "| b/a | b-fp32/a | b/c |")
+    print(
+        "| size | b: amp, channels_last | a: reference img/s | b: store img/s | b-fp32 img/s | c: in memory img/s "
+        "| b/a | b-fp32/a | b/c |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         m = r["median"]
@@ -132,7 +134,9 @@ def main() -> None:
         print(f"windows at {r['size']} px (img/s): {w}")
     for r in rows:
         m = r["median"]
-        print(f"{r['size']} px: b/a {m['b'] / m['a']:.2f}  b-fp32/a {m['b-fp32'] / m['a']:.2f}  b/c {m['b'] / m['c']:.2f}")
+        print(
+            f"{r['size']} px: b/a {m['b'] / m['a']:.2f}  b-fp32/a {m['b-fp32'] / m['a']:.2f}  b/c {m['b'] / m['c']:.2f}"
+        )
 
 
 if __name__ == "__main__":

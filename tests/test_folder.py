@@ -139,7 +139,9 @@ TINY = [
 
 
 def test_training_skips_unreadable_files_and_names_them(odd_folder, tmp_path, capsys):
-    code, out = run_cli([*TINY, "--data", str(odd_folder), "--store", "off", "-j", "1", "-c", str(tmp_path / "run")], capsys)
+    code, out = run_cli(
+        [*TINY, "--data", str(odd_folder), "--store", "off", "-j", "1", "-c", str(tmp_path / "run")], capsys
+    )
     assert code == 0, out
     assert "skipped 2 unreadable file(s) this epoch (training)" in out
     assert "truncated.JPEG" in out and "empty.JPEG" in out

@@ -32,6 +32,7 @@ SUBSTITUTES = {
 }
 # what may differ between a recipe and the command it stands for
 FREE = {"recipe", "checkpoint", "seed", "data_dir"}
+NUM = r"\d+(?:\.\d+)?"
 
 
 def parse(cmd: str):
@@ -133,10 +134,10 @@ def test_rows_match_the_reference():
         ("pnasnet", "PNASNet"),
     ):
         row = ROWS_BY_KEY[key]
-        m = re.search(rf"(?:^|· ){re.escape(label)} ([\d.]+) / ([\d.]+)(?: \(([\d.]+M)\))?", table, re.M)
+        m = re.search(rf"(?:^|· ){re.escape(label)} ({NUM}) / ({NUM})(?: \(({NUM}M)\))?", table, re.M)
         assert m, label
         assert (m.group(1), m.group(2), m.group(3)) == (row.original["cifar10"], row.original["cifar100"], row.params)
     for key, label in (("resnet18", "ResNet-18"), ("resnext50-32x4d", "ResNeXt-50 32x4d")):
         row = ROWS_BY_KEY[key]
-        m = re.search(rf"{re.escape(label)} ([\d.]+) / ([\d.]+) \(([\d.]+M)\)", table)
+        m = re.search(rf"{re.escape(label)} ({NUM}) / ({NUM}) \(({NUM}M)\)", table)
         assert (m.group(1), m.group(2), m.group(3)) == (row.original["imagenet"], row.imagenet_top5, row.params)

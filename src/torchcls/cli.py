@@ -1,4 +1,4 @@
-"""One entry point: torchcls train | eval | predict | export | card | models | bench | prepare | plot | recipes.
+"""Entry point: torchcls train | eval | predict | export | card | models | bench | prepare | plot | recipes | results
 
 This module only parses and dispatches; each command lives in torchcls/commands/.
 """
@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from torchcls import __version__
-from torchcls.commands import bench, card, export, models, plot, predict, prepare, recipes, train
+from torchcls.commands import bench, card, export, models, plot, predict, prepare, recipes, results, train
 from torchcls.commands import eval as eval_cmd
 from torchcls.errors import Interrupted, UserError
 
@@ -24,6 +24,7 @@ COMMANDS = {
     "prepare": (prepare, "decode an ImageNet-style folder once into the image store that training reads"),
     "plot": (plot, "draw log.png of a run folder"),
     "recipes": (recipes, "list the built-in recipes"),
+    "results": (results, "the original's results table beside our measured runs (docs/results/, run folders)"),
 }
 
 

@@ -181,6 +181,8 @@ class Trainer:
         if stats.lr is None:
             stats.lr = run.optimizer.param_groups[0]["lr"]
         size = train_size_at(epoch, data.train_input_size or data.input_size, cfg)
+        if hasattr(data.train, "set_size"):  # a loader that crops at the epoch's size itself (the image store)
+            data.train.set_size(size)
         progress = Progress(len(data.train), f"epoch {epoch + 1}/{cfg.epochs}", cfg.log_interval,
                             enabled=dist.is_main, initial=start_batch)  # fmt: skip
         try:
@@ -263,6 +265,8 @@ class Trainer:
             "wall_time_s": time.time() - t_start,
             "train_images_per_s": self.total_images / self.total_train_time if self.total_train_time else None,
             "hardware": hardware_summary(self.device, self.dist.world_size), "config": cfg.to_dict(),
+            # when and how it ran, for `torchcls results` (the command line as this process got it)
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": list(sys.argv),
         }  # fmt: skip
         if data.test is not None:  # selection was on held-out data: report the test set too
             results["final_test"] = evaluate(self.run.eval_model(), data.test, **self._eval_kwargs(True))

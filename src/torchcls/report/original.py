@@ -49,7 +49,14 @@ class Row:
 _164 = "--epochs 164 --schedule 81 122 --gamma 0.1"
 
 ROWS: tuple[Row, ...] = (
-    Row("alexnet", "AlexNet", {"cifar10": "74.09", "cifar100": "38.11"}, "2.47M", f"-a alexnet {_164}"),
+    Row(
+        "alexnet",
+        "AlexNet",
+        {"cifar10": "74.09", "cifar100": "38.11"},
+        "2.47M",
+        f"-a alexnet {_164}",
+        fast={"cifar10": ("cifar10-alexnet-30ep",)},
+    ),
     Row(
         "vgg16",
         "VGG-16",
@@ -86,7 +93,13 @@ ROWS: tuple[Row, ...] = (
         note="the published row and its 1.70M are ResNet-164 (Bottleneck, n=18), which --depth 110 built before "
         "January 2019; the recipe builds that network (--depth 164 --block-name Bottleneck)",
     ),
-    Row("resnet1202", "ResNet-1202", {"cifar10": "91.80", "cifar100": "66.63"}, None, f"-a resnet --depth 1202 {_164} --wd 1e-4"),
+    Row(
+        "resnet1202",
+        "ResNet-1202",
+        {"cifar10": "91.80", "cifar100": "66.63"},
+        None,
+        f"-a resnet --depth 1202 {_164} --wd 1e-4",
+    ),
     Row(
         "preresnet110",
         "PreResNet-110",
@@ -122,16 +135,25 @@ ROWS: tuple[Row, ...] = (
         "DenseNet-BC (L=100, k=12)",
         {"cifar10": "95.02", "cifar100": "77.17"},
         "0.77M",
-        "-a densenet --depth 100 --growthRate 12 --train-batch 64 --epochs 300 --schedule 150 225 --wd 1e-4 --gamma 0.1",
+        "-a densenet --depth 100 --growthRate 12 --train-batch 64 --epochs 300 --schedule 150 225 --wd 1e-4 "
+        "--gamma 0.1",
     ),
     Row(
         "densenet-bc-190-40",
         "DenseNet-BC (L=190, k=40)",
         {"cifar10": "96.29", "cifar100": "72.05"},
         "25.62M",
-        "-a densenet --depth 190 --growthRate 40 --train-batch 64 --epochs 300 --schedule 150 225 --wd 1e-4 --gamma 0.1",
+        "-a densenet --depth 190 --growthRate 40 --train-batch 64 --epochs 300 --schedule 150 225 --wd 1e-4 "
+        "--gamma 0.1",
     ),
-    Row("mobilenet", "MobileNet", {"cifar10": "92.00", "cifar100": "67.6"}, None, None, note="no TRAINING.md command: cifar.py's defaults"),
+    Row(
+        "mobilenet",
+        "MobileNet",
+        {"cifar10": "92.00", "cifar100": "67.6"},
+        None,
+        None,
+        note="no TRAINING.md command: cifar.py's defaults",
+    ),
     Row(
         "mobilenetv2",
         "MobileNetV2",

@@ -97,7 +97,9 @@ def _entry(depth: int, act: str = "relu"):
         return XResNet(depth, num_classes, act, in_channels)
 
     build.__name__ = f"xresnet{depth}" + ("" if act == "relu" else f"_{act}")
-    build.__doc__ = f"XResNet-{depth} with {act} (deep stem, ResNet-D shortcuts, zero-initialised last BN of each branch)."
+    build.__doc__ = (
+        f"XResNet-{depth} with {act} (deep stem, ResNet-D shortcuts, zero-initialised last BN of each branch)."
+    )
     return register_model(family="xresnet", dataset="imagenet")(build)
 
 
