@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from torchcls.models import create_model
-from torchcls.models.imagenet.xresnet import Block
+from torchcls.models.imagenet.xresnet import Block, XResNet
 
 
 @pytest.mark.parametrize("name", ["xresnet18", "xresnet26", "xresnet50_mish"])
@@ -40,7 +40,5 @@ def test_xresnet_blocks_start_as_identity_and_learn(name):
 def test_xresnet_takes_one_channel_and_rejects_bad_depths():
     model = create_model("xresnet18", num_classes=3, in_channels=1)
     assert model(torch.randn(1, 1, 64, 64)).shape == (1, 3) and model.input_channels == 1
-    from torchcls.models.imagenet.xresnet import XResNet
-
     with pytest.raises(ValueError, match="depth must be one of"):
         XResNet(depth=19)

@@ -16,7 +16,6 @@ results.json, and the torchcls version that wrote it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shlex
@@ -31,6 +30,7 @@ from torchcls.commands.models import count_params_and_flops
 from torchcls.config import IMAGENET_DEFAULTS, TrainConfig, load_recipe
 from torchcls.data.datasets import is_folder_dataset
 from torchcls.errors import UserError
+from torchcls.hashing import sha256_file
 from torchcls.inference import InferenceInfo, load_for_inference
 from torchcls.models import create_model
 
@@ -122,14 +122,6 @@ def training_command(cfg: dict) -> str | None:
 # ----------------------------------------------------------------------------- the card
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_results(path: Path, state: dict) -> tuple[dict | None, str | None]:
     """The run's results.json beside the checkpoint (when it is this run's: same architecture, data
     set and seed), and a note when there is one that is not used."""
@@ -164,7 +156,7 @@ def checkpoint_card(path) -> dict:
     return {
         "checkpoint": str(path),
         "file_size_mb": round(path.stat().st_size / 2**20, 3),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "arch": info.arch,
         "model_kwargs": dict(state.get("model_kwargs") or {}),
         "num_params": sum(p.numel() for p in model.parameters()),

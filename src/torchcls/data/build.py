@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as tdist
 
 from torchcls.data.augment import BatchAugment
 from torchcls.data.datasets import is_folder_dataset, load_dataset
@@ -116,7 +117,6 @@ def build_folder_data(
         train, val = scan_folder(cfg.data_dir)
         make, extra = FolderLoader, dict(workers=cfg.workers)
     else:
-        import torch.distributed as tdist
 
         def wait():
             if tdist.is_available() and tdist.is_initialized():

@@ -53,9 +53,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from torchcls import __version__
 from torchcls.data.folder import FolderSplit, eval_size, random_resized_crop_box, sample_generator, scan_folder
 from torchcls.data.loader import shard_indices, train_steps
 from torchcls.errors import UserError
+from torchcls.hashing import sha256_file
+from torchcls.report.progress import Progress
 
 MAGIC = "torchcls-image-store"
 STORE_VERSION = 1
@@ -86,14 +89,6 @@ def fingerprint(split: FolderSplit) -> str:
     for path, label in split.samples:
         st = os.stat(path)
         h.update(f"{os.path.relpath(path, split.root)}\t{label}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
@@ -144,7 +139,7 @@ def _write_split(split: FolderSplit, folder: Path, name: str, max_size: int, wor
     try:
         results = pool.map(_decode_job, jobs, chunksize=32) if pool else map(_decode_job, jobs)
         with open(folder / f"{name}.u8", "wb") as f:
-            for (path, label), arr in zip(split.samples, results):
+            for (path, label), arr in zip(split.samples, results, strict=True):
                 progress()
                 if arr is None:
                     bad.append(os.path.relpath(path, split.root))
@@ -161,7 +156,7 @@ def _write_split(split: FolderSplit, folder: Path, name: str, max_size: int, wor
     return {
         "images": k,
         "bytes": pos,
-        "index_sha256": _sha256_file(index),
+        "index_sha256": sha256_file(index),
         "fingerprint": fingerprint(split),
         "source": str(split.root),
         "unreadable": bad,
@@ -181,9 +176,6 @@ def _replaceable(path: Path) -> bool:
 
 def build_store(data_dir, out: Path, max_size: int, workers: int = 0, log=print) -> Path:
     """Decode train/ and val/ of an ImageNet-style folder into a store at `out` (replacing one there)."""
-    from torchcls import __version__
-    from torchcls.report.progress import Progress
-
     if max_size < 1:
         raise UserError(f"--max-size must be positive, got {max_size}")
     train, val = scan_folder(data_dir)
@@ -207,7 +199,7 @@ def build_store(data_dir, out: Path, max_size: int, workers: int = 0, log=print)
             "classes": train.classes,
             "splits": {
                 name: _write_split(split, tmp, name, max_size, workers, lambda: bar.update(1))
-                for name, split in zip(SPLITS, (train, val))
+                for name, split in zip(SPLITS, (train, val), strict=True)
             },
             "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "torchcls": __version__,
@@ -294,13 +286,13 @@ def open_store(path: Path, data_dir=None) -> tuple[dict, dict[str, StoreSplit]]:
         raise _damaged(path, "meta.json lacks its classes or splits") from None
     if data_dir is not None:
         train, val = scan_folder(data_dir)
-        for name, split in zip(SPLITS, (train, val)):
+        for name, split in zip(SPLITS, (train, val), strict=True):
             if fingerprint(split) != info[name]["fingerprint"]:
                 raise StaleStore(f"the files of {split.root} changed since the store {path} was built")
     splits = {}
     for name in SPLITS:
         index, data = path / f"{name}.npz", path / f"{name}.u8"
-        if not index.is_file() or _sha256_file(index) != info[name]["index_sha256"]:
+        if not index.is_file() or sha256_file(index) != info[name]["index_sha256"]:
             raise _damaged(path, f"{index.name} missing or not the one it was built with")
         size = data.stat().st_size if data.is_file() else -1
         if size != info[name]["bytes"]:
@@ -375,8 +367,8 @@ def eval_view(arr: np.ndarray, resize: int, size: int, device) -> torch.Tensor:
     img = resize_crop(img, (nh, nw)) if (nw, nh) != (w, h) else img
     if nw < size or nh < size:  # CenterCrop pads a too-small image with zeros
         pw, ph = max(nw, size), max(nh, size)
-        l, t = (pw - nw) // 2, (ph - nh) // 2
-        img = F.pad(img, (l, pw - nw - l, t, ph - nh - t))
+        px, py = (pw - nw) // 2, (ph - nh) // 2
+        img = F.pad(img, (px, pw - nw - px, py, ph - nh - py))
         nw, nh = pw, ph
     top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
     return img[..., top : top + size, left : left + size]

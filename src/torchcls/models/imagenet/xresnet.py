@@ -77,7 +77,7 @@ class XResNet(nn.Module):
             nn.MaxPool2d(3, 2, 1),
         )  # fmt: skip
         layers, c = [], 64
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks)):
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True)):
             for j in range(n):
                 layers.append(Block(c, planes, 2 if (i > 0 and j == 0) else 1, bottleneck, a))
                 c = planes * (4 if bottleneck else 1)
