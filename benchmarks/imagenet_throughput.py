@@ -4,7 +4,8 @@
 
 DIR holds train/ and val/ (default: imagewoof-mini unpacked from $TORCHCLS_DATA/imagewoof-mini.tar
 into a temporary folder). Each configuration is one short `torchcls train` epoch over --images
-training images (the whole pipeline: JPEG decode and crop in a DataLoader worker, normalisation on
+training images (the whole pipeline: crops from the decoded image store, built once before the
+first configuration, or with --store off JPEG decode and crop in a DataLoader worker; normalisation on
 the device, forward, backward, SGD step, DDP all-reduce with two processes); its images/s is the
 epoch's, read from metrics.jsonl, so it includes the first (slower) step. --runs lists the
 configurations as PROCESSESxTHREADS (torch threads per process; default 1x2 1x1 2x1 for 2 cores).
@@ -82,9 +83,13 @@ def one(data: Path, size: int, nproc: int, threads: int, args, tmp: Path) -> dic
         "off",
         "--log-interval",
         "1000",
+        "--store",
+        args.store,
         "-c",
         str(run_dir),
     ]
+    if args.store_max_size:
+        cmd += ["--store-max-size", str(args.store_max_size)]
     launch = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
     t0 = time.time()
     p = subprocess.run(
@@ -119,6 +124,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32, help="global batch")
     ap.add_argument("--workers", type=int, default=1, help="-j per process")
     ap.add_argument("--amp", default="off")
+    ap.add_argument("--store", default="auto", help="auto (the decoded image store) | off (JPEGs every epoch) | PATH")
+    ap.add_argument("--store-max-size", type=int, default=0, help="the store's shorter side (0: the run's default)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as t:
@@ -128,7 +135,8 @@ def main() -> None:
         rows = [one(data, s, n, t, args, tmp) for s in args.sizes for n, t in runs]
     print(
         f"{args.arch}, global batch {args.batch}, {args.images} training images per measurement, "
-        f"-j {args.workers} per process, amp {args.amp}, torch {torch.__version__}, {os.cpu_count()} CPU cores"
+        f"-j {args.workers} per process, amp {args.amp}, store {args.store}, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPU cores"
     )
     print("| size (px) | processes | threads each | train images/s | train time (s) | wall (s) |")
     print("| --- | --- | --- | --- | --- | --- |")
