@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from torchcls.data.datasets import canonical_name, is_folder_dataset
-from torchcls.data.store import StaleStore, build_store, default_store_path, open_store
+from torchcls.data.store import default_store_path, ensure_store
 from torchcls.errors import UserError
 
 
@@ -36,14 +36,8 @@ def run(ns: argparse.Namespace) -> int:
     if ns.max_size < 1:
         raise UserError(f"--max-size must be positive, got {ns.max_size}")
     out = Path(ns.out).expanduser() if ns.out else default_store_path(ns.data_dir, ns.max_size)
-    if (out / "meta.json").exists() and not ns.force:
-        try:
-            meta, _ = open_store(out, ns.data_dir)
-            if meta["max_size"] == ns.max_size:
-                print(f"torchcls: the store {out}/ is up to date ({ns.max_size} px); --force rebuilds it")
-                return 0
-        except StaleStore as e:
-            print(f"torchcls: {e}; rebuilding it")
-    build_store(ns.data_dir, out, ns.max_size, ns.workers)
+    if not ensure_store(ns.data_dir, out, ns.max_size, ns.workers, force=ns.force):
+        print(f"torchcls: the store {out}/ is up to date ({ns.max_size} px); --force rebuilds it")
+        return 0
     print(f"{out}")
     return 0

@@ -250,6 +250,11 @@ class ShardedSampler(Sampler):
     def indices(self) -> torch.Tensor:
         return shard_indices(self.n, self.seed, self.epoch, self.rank, self.world_size, self.batch_size, self.train)
 
+    def num_batches(self) -> int:
+        """Batches of an epoch: whole ones in training, the last one short in evaluation."""
+        n = len(self.indices())
+        return n // self.batch_size if self.train else (n + self.batch_size - 1) // self.batch_size
+
     def __iter__(self):
         idx = self.indices()[self.start * self.batch_size :].tolist()
         return iter([(i, self.epoch) for i in idx])
@@ -301,8 +306,7 @@ class FolderLoader:
         self.skipped = []
 
     def __len__(self) -> int:
-        n = len(self.sampler.indices())
-        return n // self.batch_size if self.train else (n + self.batch_size - 1) // self.batch_size
+        return self.sampler.num_batches()
 
     def __iter__(self):
         return self.iterate()

@@ -54,8 +54,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from torchcls import __version__
-from torchcls.data.folder import FolderSplit, eval_size, random_resized_crop_box, sample_generator, scan_folder
-from torchcls.data.loader import shard_indices, train_steps
+from torchcls.data.folder import (
+    FolderSplit,
+    ShardedSampler,
+    eval_size,
+    random_resized_crop_box,
+    sample_generator,
+    scan_folder,
+)
 from torchcls.errors import UserError
 from torchcls.hashing import sha256_file
 from torchcls.report.progress import Progress
@@ -307,28 +313,35 @@ def open_store(path: Path, data_dir=None) -> tuple[dict, dict[str, StoreSplit]]:
     return meta, splits
 
 
+def ensure_store(data_dir, path: Path, max_size: int, workers: int = 0, log=print, force: bool = False) -> bool:
+    """Build the store at `path` when it is missing or empty, holds another size, was built from
+    other files than `data_dir` holds now, or `force`; refuse it (UserError) when damaged.
+    Returns True when it was built, False when the one there is up to date."""
+    if not force and path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        try:
+            meta, _ = open_store(path, data_dir)
+            if meta["max_size"] == max_size:
+                return False
+            log(f"torchcls: the store {path} holds images at {meta['max_size']} px, not {max_size}; rebuilding")
+        except StaleStore as e:
+            log(f"torchcls: {e}; rebuilding it")
+    build_store(data_dir, path, max_size, workers, log)
+    return True
+
+
 def resolve_store(data_dir, store: str, max_size: int, workers: int = 0, log=print, is_main: bool = True,
                   wait=lambda: None) -> tuple[Path, dict, dict[str, StoreSplit]]:  # fmt: skip
     """The store a run reads: `store` is "auto" (the cache folder's store of this folder and size)
     or a path. Built when missing, rebuilt when the folder changed, refused when damaged.
-    With several processes only the main one builds; `wait` is the barrier the others wait at."""
+    With several processes only the main one builds and checks the folder against the store;
+    `wait` is the barrier the others wait at before opening what it left."""
     if data_dir is None:
         raise UserError("--dataset imagenet needs --data-dir DIR (or --data DIR) holding train/ and val/")
     path = default_store_path(data_dir, max_size) if store == "auto" else Path(store).expanduser()
     if is_main:
-        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-            build_store(data_dir, path, max_size, workers, log)
-        else:
-            try:
-                meta, _ = open_store(path, data_dir)
-                if meta["max_size"] != max_size:
-                    log(f"torchcls: the store {path} holds images at {meta['max_size']} px, not {max_size}; rebuilding")
-                    build_store(data_dir, path, max_size, workers, log)
-            except StaleStore as e:
-                log(f"torchcls: {e}; rebuilding it")
-                build_store(data_dir, path, max_size, workers, log)
+        ensure_store(data_dir, path, max_size, workers, log)
     wait()
-    meta, splits = open_store(path, data_dir)
+    meta, splits = open_store(path)  # the folder was checked (or the store built from it) just above
     if is_main:
         n = {s: meta["splits"][s]["images"] for s in SPLITS}
         log(f"torchcls: reading images from the store {path}/ ({n['train']} train + {n['val']} val, "
@@ -383,29 +396,22 @@ class StoreLoader:
                  seed: int, rank: int, world_size: int, device: torch.device, scale=(0.08, 1.0),
                  prefetch: int = 2):  # fmt: skip
         self.split, self.batch_size, self.train, self.size, self.resize = split, batch_size, train, size, resize
-        self.flip, self.seed, self.rank, self.world_size = flip, seed, rank, world_size
+        self.flip, self.seed = flip, seed
         self.device, self.scale, self.prefetch = device, tuple(scale), prefetch
-        self.epoch = 0
-        if train and train_steps(len(split), world_size, batch_size) == 0:
-            raise UserError(
-                f"{len(split)} training images are too few for a batch of {batch_size} on each of "
-                f"{world_size} processes; lower --train-batch"
-            )
+        self.sampler = ShardedSampler(len(split), batch_size, train, seed, rank, world_size)  # the JPEG path's order
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
 
     def set_size(self, size: int) -> None:
         """Crop at `size` from now on (progressive resizing: the crop boxes stay those of (seed, epoch, index))."""
         self.size = size
 
     def indices(self) -> torch.Tensor:
-        n = len(self.split)
-        return shard_indices(n, self.seed, self.epoch, self.rank, self.world_size, self.batch_size, self.train)
+        return self.sampler.indices()
 
     def __len__(self) -> int:
-        n = len(self.indices())
-        return n // self.batch_size if self.train else (n + self.batch_size - 1) // self.batch_size
+        return self.sampler.num_batches()
 
     def __iter__(self):
         return self.iterate()
@@ -431,9 +437,9 @@ class StoreLoader:
         chunks = [idx[b : b + self.batch_size] for b in starts]
         if self.prefetch <= 0:
             for c in chunks:
-                yield self.batch(c, self.epoch)
+                yield self.batch(c, self.sampler.epoch)
             return
-        yield from _prefetched(lambda c, e=self.epoch, z=self.size: self.batch(c, e, z), chunks, self.prefetch)
+        yield from _prefetched(lambda c, e=self.sampler.epoch, z=self.size: self.batch(c, e, z), chunks, self.prefetch)
 
 
 def _prefetched(make, items, depth: int):
