@@ -4,8 +4,13 @@ import os
 import tarfile
 
 import pytest
+import torch
 
 from tests._data import WOOF_TAR
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the commands the tests start, too
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -148,7 +148,12 @@ def test_training_skips_unreadable_files_and_names_them(odd_folder, tmp_path, ca
     ckpt = tmp_path / "run" / "checkpoint.pth.tar"
     assert main(["eval", str(ckpt), "--json"]) == 0  # the folder and its preprocessing come from the checkpoint
     res = json.loads(capsys.readouterr().out)
-    assert res["dataset"] == "imagenet" and res["count"] == 4
+    assert res["dataset"] == "imagenet" and res["count"] == 4 and res["image_size"] == 32
+    assert main(["eval", str(ckpt), "--json", "--val-size", "48"]) == 0  # a higher test resolution (FixRes)
+    res = json.loads(capsys.readouterr().out)
+    assert res["count"] == 4 and res["image_size"] == 48
+    assert main(["eval", str(ckpt), "--val-size", "48", "--val-resize", "40"]) == 2
+    assert "must be at least --val-size" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

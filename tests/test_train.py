@@ -91,7 +91,14 @@ def stop_after_first_epoch_then_resume(cmd: str, run: Path) -> None:
 
 
 @needs_fmnist
-@pytest.mark.parametrize("schedule", ["step --schedule 1 2 --gamma 0.1", "onecycle --warmup-epochs 1"])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "step --schedule 1 2 --gamma 0.1",
+        "onecycle --warmup-epochs 1",
+        "flatcos --anneal-start 0.5 --optimizer radam --lookahead-k 3 --lr 0.003 --wd 0.01",  # Ranger
+    ],
+)
 def test_resume_equals_uninterrupted(tmp_path, schedule):
     cmd = TINY.replace("--epochs 2", "--epochs 3").replace("cosine", schedule) + " --drop 0.2"
     cmd = cmd.replace("-a resnet20", "-a wrn --depth 10 --widen-factor 1")  # dropout: the RNG must resume too

@@ -30,6 +30,7 @@ RECIPE_PACKAGE = "torchcls"
 RECIPE_FOLDER = "recipes"
 RECIPE_SUFFIX = ".yaml"
 MAIN_RECIPE = "main"
+OPTIMIZERS = ("sgd", "adamw", "radam")
 
 # model keyword arguments and the config fields that carry them (the original's flags)
 MODEL_KWARGS = (
@@ -80,12 +81,18 @@ class TrainConfig:
     train_batch: int = 128  # global: split evenly over processes
     test_batch: int = 100
     lr: float = 0.1
-    lr_schedule: str = "step"  # step | cosine | onecycle
+    lr_schedule: str = "step"  # step | cosine | onecycle | flatcos
     schedule: list[int] = field(default_factory=lambda: [150, 225])
     gamma: float = 0.1
     warmup_epochs: float = 0.0
-    final_lr_factor: float = 0.0  # cosine/onecycle end at lr * this
+    final_lr_factor: float = 0.0  # cosine/onecycle/flatcos end at lr * this
+    anneal_start: float = 0.75  # flatcos: the fraction of the run after which the cosine decay starts
     # optimizer and loss
+    optimizer: str = "sgd"  # sgd | adamw | radam (decoupled weight decay for both Adam kinds)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw/radam
+    adam_eps: float = 1e-8
+    lookahead_k: int = 0  # > 0: Lookahead (engine/optim.py) every k steps; radam + lookahead = "Ranger"
+    lookahead_alpha: float = 0.5
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -253,8 +260,19 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad("--train-batch and --test-batch must be positive")
     if cfg.lr <= 0:
         bad(f"--lr must be positive, got {cfg.lr}")
-    if cfg.lr_schedule not in ("step", "cosine", "onecycle"):
-        bad(f"--lr-schedule must be step, cosine or onecycle, got {cfg.lr_schedule!r}")
+    if cfg.lr_schedule not in ("step", "cosine", "onecycle", "flatcos"):
+        bad(f"--lr-schedule must be step, cosine, onecycle or flatcos, got {cfg.lr_schedule!r}")
+    if not 0 <= cfg.anneal_start < 1:
+        bad(f"--anneal-start must be a fraction in [0, 1), got {cfg.anneal_start}")
+    if cfg.optimizer not in OPTIMIZERS:
+        bad(f"--optimizer must be {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas) or cfg.adam_eps <= 0:
+        bad(f"--betas must be two numbers in [0, 1) and --adam-eps positive, got {cfg.betas} and {cfg.adam_eps}")
+    if cfg.lookahead_k < 0 or not 0 < cfg.lookahead_alpha <= 1:
+        bad(
+            f"--lookahead-k must be >= 0 and --lookahead-alpha in (0, 1], "
+            f"got {cfg.lookahead_k} and {cfg.lookahead_alpha}"
+        )
     if cfg.lr_schedule == "step" and "schedule" in explicit:  # the default 150 225 may lie past a short run
         late = [e for e in cfg.schedule if e >= cfg.epochs or e < 0]
         if late:

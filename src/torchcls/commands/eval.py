@@ -36,18 +36,25 @@ from torchcls.report.confusion import format_per_class, per_class_rows, plot_con
 EXPORT_EXTRA = "pip install 'torchcls[export]'"
 
 
-def split_loader(state: dict, dataset: str, data_dir, split: str, batch_size: int, device: torch.device, limit=0):
+def split_loader(state: dict, dataset: str, data_dir, split: str, batch_size: int, device: torch.device, limit=0,
+                 size=None, resize=None):  # fmt: skip
     """(loader, classes, image size, split name) of a data set's split (its first `limit` images when
-    `limit` > 0), preprocessed as in training."""
+    `limit` > 0), preprocessed as in training; for an image folder, `size`/`resize` replace the
+    run's --val-size/--val-resize (a test resolution other than the training one, as FixRes)."""
+    if not is_folder_dataset(dataset) and (size or resize):
+        raise UserError("--val-size and --val-resize apply to image-folder data sets (imagenet) only")
     if is_folder_dataset(dataset):  # an image folder: its val/ (or train/) split
         run_cfg = state.get("config") or {}
         train_split, val_split = scan_folder(data_dir or run_cfg.get("data_dir"))
         data = train_split if split == "train" else val_split
         if limit:
             data = data.subset(range(min(limit, len(data))))
-        size = int(state.get("input_size") or run_cfg.get("val_size", 224))
-        loader = FolderLoader(data, batch_size, train=False, size=size,
-                              resize=int(run_cfg.get("val_resize", round(size * 256 / 224))), flip=False, seed=0,
+        size = int(size or state.get("input_size") or run_cfg.get("val_size", 224))
+        resize = int(resize or (run_cfg.get("val_resize") if size == run_cfg.get("val_size") else 0)
+                     or round(size * 256 / 224))  # fmt: skip
+        if resize < size:
+            raise UserError(f"--val-resize ({resize}) must be at least --val-size ({size})")
+        loader = FolderLoader(data, batch_size, train=False, size=size, resize=resize, flip=False, seed=0,
                               rank=0, world_size=1, workers=int(run_cfg.get("workers", 4)), device=device)  # fmt: skip
         return loader, data.classes, size, "train" if split == "train" else "val"
     data = load_dataset(dataset, data_dir, train=(split == "train"))
@@ -154,7 +161,8 @@ def evaluate_per_class(model: nn.Module, batches, *, mean, std, device, amp_dtyp
     return res
 
 
-def _data(state: dict, name, dataset, data_dir, split, batch_size, dev, limit, folder, workers, preprocessing=None):
+def _data(state: dict, name, dataset, data_dir, split, batch_size, dev, limit, folder, workers, preprocessing=None,
+          size=None, resize=None):  # fmt: skip
     """(loader, classes, image size, data set label, split label) for `name` (a checkpoint or an
     export). A `folder`'s images get `preprocessing` (default: the checkpoint's, as predict's)."""
     if folder is not None:
@@ -168,7 +176,8 @@ def _data(state: dict, name, dataset, data_dir, split, batch_size, dev, limit, f
     dataset = dataset or state.get("dataset")
     if dataset is None:
         raise UserError(f"{name} does not name its data set; pass --dataset (or --folder DIR)")
-    loader, classes, image_size, split = split_loader(state, dataset, data_dir, split, batch_size, dev, limit)
+    loader, classes, image_size, split = split_loader(state, dataset, data_dir, split, batch_size, dev, limit,
+                                                      size, resize)  # fmt: skip
     return loader, classes, image_size, dataset, split
 
 
@@ -201,7 +210,7 @@ def _measure(name, state, model, loader, classes, image_size, label, *, mean, st
 
 def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_flip=False, device="auto",
                         tta_shift=0, split="test", amp=None, channels_last="auto", limit=0, folder=None,
-                        per_class=False, workers=4) -> dict:  # fmt: skip
+                        per_class=False, workers=4, val_size=None, val_resize=None) -> dict:  # fmt: skip
     """Top-1/top-5/loss of a checkpoint on a split (or on a labelled image `folder`). `amp` None: the
     precision the run itself evaluated with (its config's --amp, resolved for this machine), so the
     figures match its log. `per_class`: also "per_class" rows and the "confusion" matrix."""
@@ -209,14 +218,14 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
     cl = resolve_channels_last(channels_last, dev)
     model, state = load_checkpoint_model(path, dev, cl)
     amp_dtype = resolve_amp(amp or (state.get("config") or {}).get("amp", "auto"), dev)
-    loader, classes, image_size, dataset, split = _data(state, path, dataset, data_dir, split, batch_size, dev,
-                                                        limit, folder, workers)  # fmt: skip
+    loader, classes, image_size, dataset, split = _data(state, path, dataset, data_dir, split, batch_size, dev, limit,
+                                                        folder, workers, size=val_size, resize=val_resize)  # fmt: skip
     res = _measure(path, state, model, loader, classes, image_size, dataset, mean=state["mean"], std=state["std"],
                    channels=input_channels(model), device=dev, amp_dtype=amp_dtype, channels_last=cl,
                    tta_flip=tta_flip, tta_shift=tta_shift, per_class=per_class)  # fmt: skip
     res.update({"checkpoint": str(path), "arch": state["arch"], "dataset": dataset, "split": split,
                 "epoch": state.get("epoch"), "tta_flip": tta_flip, "tta_shift": tta_shift,
-                "amp": amp_name(amp_dtype)})  # fmt: skip
+                "amp": amp_name(amp_dtype), "image_size": image_size})  # fmt: skip
     return res
 
 
@@ -359,6 +368,11 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
     e.add_argument("--tta-shift", type=int, default=0, metavar="PX",
                    help="also average views translated by PX pixels up-left and down-right")  # fmt: skip
+    e.add_argument("--val-size", type=int, default=None, metavar="PX",
+                   help="image folders: evaluate central PXxPX crops (default: the run's --val-size)")  # fmt: skip
+    e.add_argument("--val-resize", type=int, default=None, metavar="PX",
+                   help="image folders: resize the shorter side to PX before the crop (default: the run's "
+                   "--val-resize at its own --val-size, else PX x 256/224)")  # fmt: skip
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=None,
                    help="autocast (default: the checkpoint's own --amp, as its run evaluated; auto: bf16 where the "
@@ -390,7 +404,10 @@ def _evaluate_ns(ns: argparse.Namespace) -> dict:
         if ns.amp not in (None, "off"):
             raise UserError("--amp does not apply to --onnx: onnxruntime runs the exported float32 graph")
         return evaluate_onnx(onnx_path, **kw)
-    return evaluate_checkpoint(ns.checkpoint, amp=ns.amp, channels_last=ns.channels_last, **kw)
+    if (ns.val_size or ns.val_resize) and ns.folder:
+        raise UserError("--val-size/--val-resize change a data set's validation crops; --folder uses predict's")
+    return evaluate_checkpoint(ns.checkpoint, amp=ns.amp, channels_last=ns.channels_last, val_size=ns.val_size,
+                               val_resize=ns.val_resize, **kw)  # fmt: skip
 
 
 def run(ns: argparse.Namespace) -> int:

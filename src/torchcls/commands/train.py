@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from torchcls.commands.eval import evaluate_checkpoint, format_result
-from torchcls.config import TrainConfig, build_config
+from torchcls.config import OPTIMIZERS, TrainConfig, build_config
 from torchcls.engine.train import train
 from torchcls.errors import UserError
 
@@ -156,7 +156,7 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--test-batch", dest="test_batch", type=int, default=S)
     g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=S)
-    g.add_argument("--lr-schedule", dest="lr_schedule", choices=["step", "cosine", "onecycle"], default=S)
+    g.add_argument("--lr-schedule", dest="lr_schedule", choices=["step", "cosine", "onecycle", "flatcos"], default=S)
     g.add_argument(
         "--schedule",
         type=int,
@@ -167,6 +167,27 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=S)
     g.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, default=S)
     g.add_argument("--final-lr-factor", dest="final_lr_factor", type=float, default=S)
+    g.add_argument(
+        "--anneal-start",
+        dest="anneal_start",
+        type=float,
+        default=S,
+        metavar="F",
+        help="flatcos: hold the rate for this fraction of the run, then a cosine decay (default 0.75)",
+    )
+    g.add_argument("--optimizer", choices=list(OPTIMIZERS), default=S, help="default sgd")
+    g.add_argument("--betas", type=float, nargs=2, default=S, metavar=("B1", "B2"), help="adamw/radam betas")
+    g.add_argument("--adam-eps", dest="adam_eps", type=float, default=S)
+    g.add_argument(
+        "--lookahead-k",
+        dest="lookahead_k",
+        type=int,
+        default=S,
+        metavar="K",
+        help="Lookahead: every K steps move slow weights --lookahead-alpha of the way to the fast ones "
+        "and restart from them (0: off; with --optimizer radam this is Ranger)",
+    )
+    g.add_argument("--lookahead-alpha", dest="lookahead_alpha", type=float, default=S)
     g.add_argument("--momentum", type=float, default=S)
     _switch(g, "--nesterov")
     g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=S)

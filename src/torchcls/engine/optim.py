@@ -39,8 +39,58 @@ def param_groups(
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), AdamW or RAdam (both with decoupled weight decay: w *= 1 - lr * wd),
+    with Lookahead on top when cfg.lookahead_k > 0."""
     groups = param_groups(model, cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+    else:
+        opt = torch.optim.RAdam(
+            groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, decoupled_weight_decay=True
+        )
+    if cfg.lookahead_k > 0:
+        add_lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha)
+    return opt
+
+
+SLOW = "lookahead_slow"  # in each parameter group: its parameters' slow weights
+COUNT = "lookahead_steps"  # in the first parameter group: optimizer steps taken
+
+
+def add_lookahead(optimizer: torch.optim.Optimizer, k: int, alpha: float):
+    """Lookahead (Zhang et al., 2019): after every k-th step of `optimizer`, the slow weights move
+    alpha of the way towards the fast ones, slow += alpha * (fast - slow), and the fast weights
+    restart from them; the slow weights start as the run's initial weights. Built on the
+    optimizer's public step hooks. The slow weights and the step count are extra keys of its
+    parameter groups, so its state_dict (and so a checkpoint) carries them and a resumed run
+    continues exactly, while the optimizer's own per-parameter state stays untouched. A step that
+    the gradient scaler skips (fp16 overflow) never calls step() and is not counted."""
+
+    @torch.no_grad()
+    def before_step(opt, args, kwargs):
+        for group in opt.param_groups:
+            if SLOW not in group:  # a fresh run (a resumed one brings them from its checkpoint)
+                group[SLOW] = [p.detach().clone() for p in group["params"]]
+
+    @torch.no_grad()
+    def after_step(opt, args, kwargs):
+        first = opt.param_groups[0]
+        first[COUNT] = first.get(COUNT, 0) + 1
+        if first[COUNT] % k:
+            return
+        for group in opt.param_groups:
+            slows = group[SLOW]
+            for i, (p, slow) in enumerate(zip(group["params"], slows, strict=True)):
+                if slow.device != p.device or slow.dtype != p.dtype:  # loaded onto another device
+                    slows[i] = slow = slow.to(device=p.device, dtype=p.dtype)
+                slow.lerp_(p, alpha)
+                p.copy_(slow)
+
+    optimizer.register_step_pre_hook(before_step)
+    optimizer.register_step_post_hook(after_step)
+    return optimizer
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -56,6 +106,9 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     end = cfg.final_lr_factor
     if cfg.lr_schedule == "cosine":
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.lr_schedule == "flatcos":  # fastai's fit_flat_cos: flat, then a cosine over the last part
+        anneal = max(0.0, (step - cfg.anneal_start * total) / max(1.0, (1 - cfg.anneal_start) * total))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, anneal)))
     # onecycle: after the warm-up, a linear decay to the end (a triangular schedule)
     return end + (1 - end) * (1 - progress)
 

@@ -1,0 +1,98 @@
+"""Optimizer choices, Lookahead and the flat-cos schedule (engine/optim.py)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from torchcls.config import TrainConfig, build_config
+from torchcls.engine.optim import COUNT, SLOW, build_optimizer, lr_factor
+from torchcls.errors import UserError
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _steps(net, opt, n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    "name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("radam", torch.optim.RAdam)]
+)
+def test_optimizer_choice(name, cls):
+    cfg = TrainConfig(arch="resnet20", optimizer=name, lr=0.01, betas=[0.95, 0.99], adam_eps=1e-6, weight_decay=0.01)
+    opt = build_optimizer(_net(), cfg)
+    assert type(opt) is cls
+    if name != "sgd":
+        assert opt.defaults["betas"] == (0.95, 0.99) and opt.defaults["eps"] == 1e-6
+        assert opt.param_groups[0]["weight_decay"] == 0.01
+    if name == "radam":
+        assert opt.defaults["decoupled_weight_decay"] is True
+
+
+def test_lookahead_follows_its_definition():
+    """Run plain RAdam and RAdam + Lookahead(k=3, alpha=0.5) side by side on the same batches and
+    redo Lookahead's arithmetic by hand on the plain one's weights."""
+    k, alpha = 3, 0.5
+    net_la, net_ref = _net(), _net()
+    opt_la = build_optimizer(net_la, TrainConfig(optimizer="radam", lr=0.01, lookahead_k=k, lookahead_alpha=alpha))
+    opt_ref = build_optimizer(net_ref, TrainConfig(optimizer="radam", lr=0.01))
+    start = [p.detach().clone() for p in net_la.parameters()]
+    _steps(net_la, opt_la, k - 1)
+    _steps(net_ref, opt_ref, k - 1)
+    for a, b in zip(net_la.parameters(), net_ref.parameters(), strict=True):  # no sync yet: identical
+        assert torch.equal(a, b)
+    g = torch.Generator().manual_seed(9)
+    x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+    for net, opt in ((net_la, opt_la), (net_ref, opt_ref)):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    for p, p_ref, s0 in zip(net_la.parameters(), net_ref.parameters(), start, strict=True):
+        expect = s0 + alpha * (p_ref - s0)  # the k-th step: slow moves half way, fast restarts there
+        torch.testing.assert_close(p, expect)
+    assert opt_la.param_groups[0][COUNT] == k
+    assert all(torch.equal(s, p) for s, p in zip(opt_la.param_groups[0][SLOW], net_la[0].parameters(), strict=False))
+
+
+def test_lookahead_resumes_exactly_from_a_state_dict():
+    cfg = TrainConfig(optimizer="radam", lr=0.01, lookahead_k=4, lookahead_alpha=0.5, no_wd_norm_bias=True)
+    net = _net()
+    opt = build_optimizer(net, cfg)
+    _steps(net, opt, 6)
+    saved_net, saved_opt = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
+    _steps(net, opt, 7, seed=5)  # the uninterrupted run: steps 7..13 (syncs at 8 and 12)
+    net2 = _net()
+    net2.load_state_dict(saved_net)
+    opt2 = build_optimizer(net2, cfg)
+    opt2.load_state_dict(saved_opt)
+    _steps(net2, opt2, 7, seed=5)
+    for a, b in zip(net.parameters(), net2.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_flatcos_holds_then_anneals():
+    cfg = TrainConfig(epochs=10, lr_schedule="flatcos", anneal_start=0.6, warmup_epochs=1)
+    spe = 10
+    f = [lr_factor(s, spe, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == 1.0  # warm-up
+    assert all(v == 1.0 for v in f[10:61])  # flat until 60% of the run
+    assert f[80] == pytest.approx(0.5, abs=0.01)  # half way through the cosine
+    assert f[99] < 0.01 and all(a >= b for a, b in zip(f[60:], f[61:], strict=False))
+
+
+def test_bad_optimizer_settings_are_one_line_errors():
+    for over in ({"optimizer": "lion"}, {"betas": [0.9, 1.2]}, {"lookahead_k": -1}, {"anneal_start": 1.0}):
+        with pytest.raises(UserError):
+            build_config({"arch": "resnet20", **over})
