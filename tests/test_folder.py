@@ -149,6 +149,7 @@ def test_training_skips_unreadable_files_and_names_them(odd_folder, tmp_path, ca
     assert main(["eval", str(ckpt), "--json"]) == 0  # the folder and its preprocessing come from the checkpoint
     res = json.loads(capsys.readouterr().out)
     assert res["dataset"] == "imagenet" and res["count"] == 4 and res["image_size"] == 32
+    assert res["source"] == "files"  # a --store off run is evaluated from its files
     assert main(["eval", str(ckpt), "--json", "--val-size", "48"]) == 0  # a higher test resolution (FixRes)
     res = json.loads(capsys.readouterr().out)
     assert res["count"] == 4 and res["image_size"] == 48

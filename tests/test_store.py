@@ -233,12 +233,18 @@ def test_train_builds_the_store_once_then_reuses_it(folder, tmp_path, capsys):
     r1 = json.loads((tmp_path / "r1" / "results.json").read_text())
     r2 = json.loads((tmp_path / "r2" / "results.json").read_text())
     assert r1["final"] == r2["final"]  # same seed, same store: the same run
+    # torchcls eval reads the run's store: the run's own figure, exactly
+    assert main(["eval", str(tmp_path / "r2" / "checkpoint.pth.tar"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["source"] == "store" and res["top1"] == r2["final"]["top1"]
     # a damaged store given by path: one line, exit 2, nothing trained
     (store / "train.u8").write_bytes(b"\0" * 10)
     code = main([*args, "--store", str(store), "-c", str(tmp_path / "r3")])
     err = capsys.readouterr().err
     assert code == 2 and "is damaged" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r3" / "checkpoint.pth.tar").exists()
+    assert main(["eval", str(tmp_path / "r2" / "checkpoint.pth.tar")]) == 2  # nor is it trusted by eval
+    assert "is damaged" in capsys.readouterr().err
 
 
 def test_prepare_command(folder, tmp_path, capsys):

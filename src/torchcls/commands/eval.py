@@ -14,6 +14,7 @@ import os
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -22,9 +23,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from torchcls import inference
+from torchcls.data.build import store_max_size
 from torchcls.data.datasets import is_folder_dataset, load_dataset
 from torchcls.data.folder import FolderLoader, FolderSplit, collate_skipping, scan_folder, scan_split
 from torchcls.data.loader import InMemoryLoader
+from torchcls.data.store import StoreLoader, existing_store
 from torchcls.engine.evaluate import evaluate, tta_logits
 from torchcls.engine.setup import amp_name, resolve_amp, resolve_channels_last, resolve_device
 from torchcls.engine.step import autocast_ctx, prepare
@@ -44,19 +47,7 @@ def split_loader(state: dict, dataset: str, data_dir, split: str, batch_size: in
     if not is_folder_dataset(dataset) and (size or resize):
         raise UserError("--val-size and --val-resize apply to image-folder data sets (imagenet) only")
     if is_folder_dataset(dataset):  # an image folder: its val/ (or train/) split
-        run_cfg = state.get("config") or {}
-        train_split, val_split = scan_folder(data_dir or run_cfg.get("data_dir"))
-        data = train_split if split == "train" else val_split
-        if limit:
-            data = data.subset(range(min(limit, len(data))))
-        size = int(size or state.get("input_size") or run_cfg.get("val_size", 224))
-        resize = int(resize or (run_cfg.get("val_resize") if size == run_cfg.get("val_size") else 0)
-                     or round(size * 256 / 224))  # fmt: skip
-        if resize < size:
-            raise UserError(f"--val-resize ({resize}) must be at least --val-size ({size})")
-        loader = FolderLoader(data, batch_size, train=False, size=size, resize=resize, flip=False, seed=0,
-                              rank=0, world_size=1, workers=int(run_cfg.get("workers", 4)), device=device)  # fmt: skip
-        return loader, data.classes, size, "train" if split == "train" else "val"
+        return _folder_split_loader(state, data_dir, split, batch_size, device, limit, size, resize)
     data = load_dataset(dataset, data_dir, train=(split == "train"))
     if limit:
         data = data.subset(slice(0, limit))
@@ -161,6 +152,35 @@ def evaluate_per_class(model: nn.Module, batches, *, mean, std, device, amp_dtyp
     return res
 
 
+def _folder_split_loader(state: dict, data_dir, split: str, batch_size: int, device, limit, size, resize):
+    """split_loader for an image folder: from the decoded store the run read (so the figure is the
+    run's own, bit for bit) while it is there, up to date and large enough for `resize`; from the
+    image files otherwise (the same Resize + CenterCrop, within a level per pixel of the store's)."""
+    run_cfg = state.get("config") or {}
+    data_dir = data_dir or run_cfg.get("data_dir")
+    size = int(size or state.get("input_size") or run_cfg.get("val_size", 224))
+    resize = int(resize or (run_cfg.get("val_resize") if size == run_cfg.get("val_size") else 0)
+                 or round(size * 256 / 224))  # fmt: skip
+    if resize < size:
+        raise UserError(f"--val-resize ({resize}) must be at least --val-size ({size})")
+    splits, max_size = None, 0
+    if run_cfg.get("store", "off") != "off":
+        keys = {"store_max_size": 0, "val_resize": resize, "train_size": size}
+        max_size = store_max_size(SimpleNamespace(**{k: run_cfg.get(k, v) for k, v in keys.items()}))
+        splits = existing_store(data_dir, run_cfg["store"], max_size) if resize <= max_size else None
+    name = "train" if split == "train" else "val"
+    data = splits[name] if splits else (scan_folder(data_dir)[0 if split == "train" else 1])
+    if limit:
+        data = data.subset(range(min(limit, len(data))))
+    common = dict(train=False, size=size, resize=resize, flip=False, seed=0, rank=0, world_size=1, device=device)
+    if splits:
+        loader = StoreLoader(data, batch_size, **common)
+    else:
+        loader = FolderLoader(data, batch_size, workers=int(run_cfg.get("workers", 4)), **common)
+    loader.source = "store" if splits else "files"
+    return loader, data.classes, size, name
+
+
 def _data(state: dict, name, dataset, data_dir, split, batch_size, dev, limit, folder, workers, preprocessing=None,
           size=None, resize=None):  # fmt: skip
     """(loader, classes, image size, data set label, split label) for `name` (a checkpoint or an
@@ -226,6 +246,8 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
     res.update({"checkpoint": str(path), "arch": state["arch"], "dataset": dataset, "split": split,
                 "epoch": state.get("epoch"), "tta_flip": tta_flip, "tta_shift": tta_shift,
                 "amp": amp_name(amp_dtype), "image_size": image_size})  # fmt: skip
+    if getattr(loader, "source", None):
+        res["source"] = loader.source  # an image folder's: its decoded store or its files
     return res
 
 

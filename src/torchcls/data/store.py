@@ -329,6 +329,22 @@ def ensure_store(data_dir, path: Path, max_size: int, workers: int = 0, log=prin
     return True
 
 
+def existing_store(data_dir, store: str, max_size: int) -> dict[str, StoreSplit] | None:
+    """The splits of the store a run with these settings read (`store` "auto" or a path), when it
+    is still there, holds `max_size` and matches the folder's files now; None when there is none
+    or it is out of date (nothing is built). A damaged store is refused (UserError)."""
+    if store == "off" or data_dir is None:
+        return None
+    path = default_store_path(data_dir, max_size) if store == "auto" else Path(store).expanduser()
+    if not (path / "meta.json").is_file():
+        return None
+    try:
+        meta, splits = open_store(path, data_dir)
+    except StaleStore:
+        return None
+    return splits if meta.get("max_size") == max_size else None
+
+
 def resolve_store(data_dir, store: str, max_size: int, workers: int = 0, log=print, is_main: bool = True,
                   wait=lambda: None) -> tuple[Path, dict, dict[str, StoreSplit]]:  # fmt: skip
     """The store a run reads: `store` is "auto" (the cache folder's store of this folder and size)
