@@ -151,7 +151,7 @@ def test_real_photos_labelled_tree_accuracy_equals_eval(woof, woof_ckpt, capsys)
     code, out, err = predict([woof_ckpt, woof / "val", "--format", "jsonl"], capsys)
     assert code == 0, err
     records = jsonl(out)
-    ev = evaluate_checkpoint(woof_ckpt)
+    ev = evaluate_checkpoint(woof_ckpt, folder=woof / "val")  # eval of the same files, as predict decodes them
     hits = sum(r["classes"][0] == r["label"] for r in records)
     assert len(records) == ev["count"] == 150 and 100 * hits / 150 == pytest.approx(ev["top1"], abs=1e-9)
     assert accuracy_line(err) == pytest.approx(ev["top1"], abs=0.005)  # as printed: two decimals
