@@ -163,7 +163,7 @@ def _folder_split_loader(state: dict, data_dir, split: str, batch_size: int, dev
                  or round(size * 256 / 224))  # fmt: skip
     if resize < size:
         raise UserError(f"--val-resize ({resize}) must be at least --val-size ({size})")
-    splits, max_size = None, 0
+    splits = None
     if run_cfg.get("store", "off") != "off":
         keys = {"store_max_size": 0, "val_resize": resize, "train_size": size}
         max_size = store_max_size(SimpleNamespace(**{k: run_cfg.get(k, v) for k, v in keys.items()}))
