@@ -1,4 +1,4 @@
-"""Optimizer choices, Lookahead and the flat-cos schedule (engine/optim.py)."""
+"""Optimizer choices, Lookahead and the flat-cos schedule (engine/optim.py); mixup (engine/step.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from torchcls.config import TrainConfig, build_config
 from torchcls.engine.optim import COUNT, SLOW, build_optimizer, lr_factor
+from torchcls.engine.step import TrainStep
 from torchcls.errors import UserError
 
 
@@ -93,6 +94,32 @@ def test_flatcos_holds_then_anneals():
 
 
 def test_bad_optimizer_settings_are_one_line_errors():
-    for over in ({"optimizer": "lion"}, {"betas": [0.9, 1.2]}, {"lookahead_k": -1}, {"anneal_start": 1.0}):
+    for over in ({"optimizer": "lion"}, {"betas": [0.9, 1.2]}, {"lookahead_k": -1}, {"anneal_start": 1.0},
+                 {"mixup": -0.2}):  # fmt: skip
         with pytest.raises(UserError):
             build_config({"arch": "resnet20", **over})
+
+
+def test_mixup_blends_the_batch_and_its_loss_from_the_generator():
+    """lambda >= 0.5, x' = lam x + (1 - lam) x[perm], loss = lam CE(y) + (1 - lam) CE(y[perm]); the same
+    generator state gives the same draw (what resumed and repeated runs rely on)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    step = TrainStep(net, opt, sched, torch.amp.GradScaler("cpu", enabled=False), nn.CrossEntropyLoss(),
+                     lambda x, g: x, [0.5] * 3, [0.25] * 3, torch.device("cpu"), None, False, mixup=0.4)  # fmt: skip
+    x = torch.randn(8, 3, 4, 4)
+    mixed, lam, perm = step.mix(x, torch.Generator().manual_seed(3))
+    again = step.mix(x, torch.Generator().manual_seed(3))
+    assert 0.5 <= lam <= 1 and sorted(perm.tolist()) == list(range(8)) and perm.tolist() != list(range(8))
+    assert torch.equal(mixed, again[0]) and lam == again[1]
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
+    draws = {round(step.mix(x, torch.Generator().manual_seed(s))[1], 6) for s in range(20)}
+    assert len(draws) == 20  # a fresh lambda per draw
+    xb, y = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8), torch.arange(8) % 3
+    r = step(xb, y, torch.Generator().manual_seed(5))
+    xin, lam, perm = step.mix(step.inputs(xb, None), torch.Generator().manual_seed(5))
+    out = net(xin)
+    want = lam * nn.functional.cross_entropy(out, y) + (1 - lam) * nn.functional.cross_entropy(out, y[perm])
+    assert r.finite and abs(r.loss - want.item()) < 1e-5

@@ -96,7 +96,7 @@ def stop_after_first_epoch_then_resume(cmd: str, run: Path) -> None:
     [
         "step --schedule 1 2 --gamma 0.1",
         "onecycle --warmup-epochs 1",
-        "flatcos --anneal-start 0.5 --optimizer radam --lookahead-k 3 --lr 0.003 --wd 0.01",  # Ranger
+        "flatcos --anneal-start 0.5 --optimizer radam --lookahead-k 3 --lr 3e-3 --wd 0.01 --mixup 0.4",  # Ranger, mix
     ],
 )
 def test_resume_equals_uninterrupted(tmp_path, schedule):

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from torchcls.models import create_model
-from torchcls.models.imagenet.xresnet import Block, XResNet
+from torchcls.models.imagenet.xresnet import Block, MaxBlurPool, SimpleSelfAttention, XResNet
 
 
 @pytest.mark.parametrize("name", ["xresnet18", "xresnet26", "xresnet50_mish"])
@@ -42,3 +42,32 @@ def test_xresnet_takes_one_channel_and_rejects_bad_depths():
     assert model(torch.randn(1, 1, 64, 64)).shape == (1, 3) and model.input_channels == 1
     with pytest.raises(ValueError, match="depth must be one of"):
         XResNet(depth=19)
+
+
+def test_self_attention_and_blur_pool():
+    """xresnet18_mish_sa: the attention layer starts as the identity and computes
+    x + gamma (x x^T) W x; the blurred pooling keeps MaxPool2d(3, 2, 1)'s output size and a
+    constant image inside its border."""
+    torch.manual_seed(0)
+    model = create_model("xresnet18_mish_sa", num_classes=4)
+    attn = [m for m in model.modules() if isinstance(m, SimpleSelfAttention)]
+    assert len(attn) == 1 and model.layers[1].branch[-1] is attn[0]  # stage 1's last block
+    assert isinstance(model.stem[-1], MaxBlurPool)
+    sa = attn[0].eval()
+    x = torch.randn(2, 64, 5, 6)
+    with torch.no_grad():
+        assert torch.equal(sa(x), x)
+        sa.gamma.fill_(0.5)
+        f = x.flatten(2)
+        w = sa.conv.weight.squeeze(-1)  # the spectrally normalised weight
+        want = f + 0.5 * (f @ f.transpose(1, 2)) @ (w @ f)
+        assert torch.allclose(sa(x), want.reshape(x.shape), rtol=1e-4, atol=1e-3)
+    pool = MaxBlurPool()
+    for h, w_ in [(8, 8), (7, 9)]:
+        y = torch.randn(1, 3, h, w_)
+        assert pool(y).shape == nn.MaxPool2d(3, 2, 1)(y).shape
+    assert torch.allclose(pool(torch.full((1, 2, 9, 9), 3.0))[..., 1:-1, 1:-1], torch.tensor(3.0))
+    model.train()
+    out = model(torch.randn(2, 3, 64, 64))
+    out.sum().backward()
+    assert out.shape == (2, 4) and sa.gamma.grad is not None

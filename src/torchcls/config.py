@@ -99,6 +99,7 @@ class TrainConfig:
     no_wd_norm_bias: bool = False
     bias_lr_scale: float = 1.0  # lr multiplier of biases and norm parameters (decay divided by it)
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # > 0: mixup (Zhang et al., 2018) with lambda ~ Beta(mixup, mixup), one per batch
     ema_decay: float = 0.0  # > 0: evaluate an exponential moving average of the weights (engine/ema.py)
     ema_every: int = 1  # optimizer steps between EMA updates
     # augmentation (batched, on the device)
@@ -294,6 +295,8 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad("--val-split, --train-subset and --test-subset must be >= 0")
     if not 0 <= cfg.label_smoothing < 1:
         bad(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.mixup < 0:
+        bad(f"--mixup must be >= 0 (0: off), got {cfg.mixup}")
     if cfg.weight_decay < 0 or cfg.momentum < 0:
         bad("--wd and --momentum must be >= 0")
     if min(cfg.train_size, cfg.val_size, cfg.val_resize) < 1:

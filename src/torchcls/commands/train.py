@@ -217,6 +217,13 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
     )
     _switch(g, "--no-wd-norm-bias", dest="no_wd_norm_bias", help="no weight decay on norm layers and biases")
     g.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=S)
+    g.add_argument(
+        "--mixup",
+        type=float,
+        default=S,
+        metavar="ALPHA",
+        help="mixup: each batch blended with a shuffled copy of itself, lambda ~ Beta(ALPHA, ALPHA) (0: off)",
+    )
 
 
 def _augmentation_arguments(p: argparse.ArgumentParser) -> None:

@@ -293,6 +293,7 @@ def build_run(
         ema=ema,
         ema_source=raw_model,
         channels=input_channels(raw_model),
+        mixup=cfg.mixup,
     )
     return Run(
         cfg,

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -92,12 +93,23 @@ class TrainStep:
         ema=None,
         ema_source: nn.Module | None = None,
         channels: int = 3,
+        mixup: float = 0.0,
     ):
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.criterion, self.augment, self.mean, self.std = criterion, augment, mean, std
         self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
         self.ema, self.ema_source = ema, ema_source if ema_source is not None else model
-        self.channels = channels
+        self.channels, self.mixup = channels, mixup
+
+    def mix(self, x: torch.Tensor, gen: torch.Generator):
+        """Mixup's draw from `gen` (so a resumed or repeated run mixes the same way): lambda from
+        Beta(a, a), folded to >= 0.5 (fastai's choice: the batch's own labels stay the larger
+        part), and a permutation of the batch. Returns the blended batch, lambda, the permutation."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+        lam = float(np.random.default_rng(seed).beta(self.mixup, self.mixup))
+        lam = max(lam, 1.0 - lam)
+        perm = torch.randperm(x.shape[0], generator=gen, device=gen.device).to(x.device)
+        return x.mul(lam).add_(x[perm], alpha=1.0 - lam), lam, perm
 
     def inputs(self, x: torch.Tensor, gen: torch.Generator, size: int | None = None) -> torch.Tensor:
         """A uint8 batch on the device -> augmented, normalised model input, resized to `size`
@@ -120,7 +132,13 @@ class TrainStep:
         self.scaler.update()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, size: int | None = None) -> StepResult:
-        out, loss = self.forward_loss(self.inputs(x, gen, size), y)
+        x = self.inputs(x, gen, size)
+        if self.mixup > 0:  # loss: lam * CE(y) + (1 - lam) * CE(y[perm]); accuracy counted on y
+            x, lam, perm = self.mix(x, gen)
+            out, loss = self.forward_loss(x, y)
+            loss = loss * lam + self.criterion(out.float(), y[perm]) * (1.0 - lam)
+        else:
+            out, loss = self.forward_loss(x, y)
         value = loss.item()
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)

@@ -8,14 +8,25 @@ BatchNorm of every residual branch starting at zero, so that every block starts 
 fastai's xresnet (used by the Imagewoof leaderboard's entries) is this network; `act="mish"`
 swaps ReLU for Mish (Misra, 2019), as the leaderboard's best 5-epoch entries do.
 
+Two options of the leaderboard's entries (fastai's `sa=True`, and ducha-aiki's / ayasyrev's MaxBlurPool):
+`sa`, a simple self-attention layer (fastai's SimpleSelfAttention: o = x + gamma * (x x^T) W x over
+the positions, W a spectrally normalised 1x1 convolution, gamma starting at 0) at the end of the
+last block of the first stage; `blur`, the stem's max pooling done as max pooling at stride 1 and
+then a 3x3 binomial blur at stride 2 (Zhang, 2019, "Making Convolutional Networks Shift-Invariant
+Again").
+
 Entries: xresnet18 and xresnet34 (basic blocks), xresnet26 and xresnet50 (bottlenecks; 26: two
-blocks a stage, as timm's resnet26d), and xresnet18_mish / xresnet50_mish.
+blocks a stage, as timm's resnet26d), xresnet18_mish / xresnet50_mish, and xresnet18_mish_sa
+(Mish, self-attention, blurred stem pooling).
 Built for ImageNet-sized inputs (any size from about 64 px works: global average pooling).
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
 
 from torchcls.models.registry import register_model
 
@@ -38,8 +49,40 @@ def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, act=None, zero: 
     return nn.Sequential(*layers)
 
 
+class SimpleSelfAttention(nn.Module):
+    """x + gamma * (x x^T) (W x), x the (C, H*W) feature map of each image: attention over all
+    positions at O(H W C^2), W a 1x1 convolution with spectral normalisation, gamma learnt from 0
+    (so the layer starts as the identity). fastai's SimpleSelfAttention (ks=1, not symmetric)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = spectral_norm(nn.Conv1d(channels, channels, 1, bias=False))
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        f = x.reshape(b, c, h * w)
+        o = torch.bmm(torch.bmm(f, f.transpose(1, 2)), self.conv(f))
+        return (f + self.gamma * o).reshape(b, c, h, w)
+
+
+class MaxBlurPool(nn.Module):
+    """Max pooling (3x3, stride 1) then a 3x3 binomial blur at stride 2, per channel: the
+    anti-aliased replacement of MaxPool2d(3, 2, 1) (Zhang, 2019)."""
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).reshape(1, 1, 3, 3), persistent=False)
+
+    def forward(self, x):
+        x = F.max_pool2d(x, 3, 1, 1)
+        c = x.shape[1]
+        return F.conv2d(x, self.kernel.to(x.dtype).expand(c, 1, 3, 3), stride=2, padding=1, groups=c)
+
+
 class Block(nn.Module):
-    def __init__(self, c_in: int, planes: int, stride: int, bottleneck: bool, act):
+    def __init__(self, c_in: int, planes: int, stride: int, bottleneck: bool, act, sa: bool = False):
         super().__init__()
         c_out = planes * (4 if bottleneck else 1)
         if bottleneck:
@@ -50,6 +93,8 @@ class Block(nn.Module):
             )
         else:
             self.branch = nn.Sequential(conv_bn(c_in, planes, 3, stride, act=act), conv_bn(planes, c_out, 3, zero=True))
+        if sa:
+            self.branch.append(SimpleSelfAttention(c_out))
         short = []
         if stride != 1:
             short.append(nn.AvgPool2d(2, ceil_mode=True))
@@ -63,7 +108,8 @@ class Block(nn.Module):
 
 
 class XResNet(nn.Module):
-    def __init__(self, depth: int = 18, num_classes: int = 1000, act: str = "relu", in_channels: int = 3):
+    def __init__(self, depth: int = 18, num_classes: int = 1000, act: str = "relu", in_channels: int = 3,
+                 sa: bool = False, blur: bool = False):  # fmt: skip
         super().__init__()
         if depth not in LAYOUTS:
             raise ValueError(f"xresnet: depth must be one of {sorted(LAYOUTS)}, got {depth}")
@@ -74,12 +120,13 @@ class XResNet(nn.Module):
         self.input_channels = in_channels
         self.stem = nn.Sequential(
             conv_bn(in_channels, 32, 3, 2, act=a), conv_bn(32, 32, act=a), conv_bn(32, 64, act=a),
-            nn.MaxPool2d(3, 2, 1),
+            MaxBlurPool() if blur else nn.MaxPool2d(3, 2, 1),
         )  # fmt: skip
         layers, c = [], 64
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True)):
             for j in range(n):
-                layers.append(Block(c, planes, 2 if (i > 0 and j == 0) else 1, bottleneck, a))
+                attend = sa and i == 0 and j == n - 1  # fastai's place: the first stage's last block
+                layers.append(Block(c, planes, 2 if (i > 0 and j == 0) else 1, bottleneck, a, attend))
                 c = planes * (4 if bottleneck else 1)
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -92,13 +139,14 @@ class XResNet(nn.Module):
         return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))
 
 
-def _entry(depth: int, act: str = "relu"):
+def _entry(depth: int, act: str = "relu", sa: bool = False):
     def build(num_classes: int = 1000, in_channels: int = 3) -> XResNet:
-        return XResNet(depth, num_classes, act, in_channels)
+        return XResNet(depth, num_classes, act, in_channels, sa=sa, blur=sa)
 
-    build.__name__ = f"xresnet{depth}" + ("" if act == "relu" else f"_{act}")
+    build.__name__ = f"xresnet{depth}" + ("" if act == "relu" else f"_{act}") + ("_sa" if sa else "")
+    extra = ", self-attention in the first stage and a blurred stem pooling" if sa else ""
     build.__doc__ = (
-        f"XResNet-{depth} with {act} (deep stem, ResNet-D shortcuts, zero-initialised last BN of each branch)."
+        f"XResNet-{depth} with {act} (deep stem, ResNet-D shortcuts, zero-initialised last BN of each branch{extra})."
     )
     return register_model(family="xresnet", dataset="imagenet")(build)
 
@@ -109,3 +157,4 @@ xresnet34 = _entry(34)
 xresnet50 = _entry(50)
 xresnet18_mish = _entry(18, "mish")
 xresnet50_mish = _entry(50, "mish")
+xresnet18_mish_sa = _entry(18, "mish", sa=True)
