@@ -329,13 +329,19 @@ def ensure_store(data_dir, path: Path, max_size: int, workers: int = 0, log=prin
     return True
 
 
+def store_path(data_dir, store: str, max_size: int) -> Path:
+    """Where the store of `--store` ("auto": the cache folder's store of this folder and size, else
+    a path) lies."""
+    return default_store_path(data_dir, max_size) if store == "auto" else Path(store).expanduser()
+
+
 def existing_store(data_dir, store: str, max_size: int) -> dict[str, StoreSplit] | None:
     """The splits of the store a run with these settings read (`store` "auto" or a path), when it
     is still there, holds `max_size` and matches the folder's files now; None when there is none
     or it is out of date (nothing is built). A damaged store is refused (UserError)."""
     if store == "off" or data_dir is None:
         return None
-    path = default_store_path(data_dir, max_size) if store == "auto" else Path(store).expanduser()
+    path = store_path(data_dir, store, max_size)
     if not (path / "meta.json").is_file():
         return None
     try:
@@ -353,7 +359,7 @@ def resolve_store(data_dir, store: str, max_size: int, workers: int = 0, log=pri
     `wait` is the barrier the others wait at before opening what it left."""
     if data_dir is None:
         raise UserError("--dataset imagenet needs --data-dir DIR (or --data DIR) holding train/ and val/")
-    path = default_store_path(data_dir, max_size) if store == "auto" else Path(store).expanduser()
+    path = store_path(data_dir, store, max_size)
     if is_main:
         ensure_store(data_dir, path, max_size, workers, log)
     wait()
