@@ -13,6 +13,7 @@ from torchcls.commands.eval import evaluate_checkpoint
 from torchcls.commands.train import config_from_args
 from torchcls.engine.checkpoint import safe_load
 from torchcls.engine.train import train
+from torchcls.errors import UserError
 
 # a tiny, fast run: a small net on a subset, two epochs
 TINY = (
@@ -61,6 +62,29 @@ def test_run_writes_every_output(tmp_path, capsys):
     assert len(ck["classes"]) == 10 and len(ck["mean"]) == 1 and ck["input_size"] == 32
     assert {"optimizer", "scheduler", "scaler", "rng", "best_acc", "config"} <= ck.keys()
     assert (run / "model_best.pth.tar").is_file()
+
+
+@needs_fmnist
+def test_eval_every_skips_evaluations_not_training(tmp_path, capsys):
+    """--eval-every 2 over 3 epochs: epochs 2 and 3 are evaluated, epoch 1 only trains (empty
+    validation figures in its rows, nan in log.txt), and the weights are those of a run that
+    evaluates every epoch: evaluation does not touch training."""
+    three = TINY.replace("--epochs 2", "--epochs 3")
+    train(cfg_of(three, tmp_path / "every"), log=lambda *a: None)
+    rc = main(
+        ["train", *shlex.split(three.replace("--plot off", "")), "--eval-every", "2", "-c", str(tmp_path / "two")]
+    )
+    assert rc == 0 and "not evaluated (--eval-every 2)" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
+    every = [json.loads(line) for line in (tmp_path / "every/metrics.jsonl").read_text().splitlines()]
+    assert [r["valid_acc"] is None for r in rows] == [True, False, False]
+    assert [r["valid_acc"] for r in rows[1:]] == [r["valid_acc"] for r in every[1:]]
+    assert (tmp_path / "two/log.txt").read_text().splitlines()[1].split("\t")[2] == "nan"
+    assert (tmp_path / "two/log.png").stat().st_size > 1000
+    assert_same_weights(weights(tmp_path / "every/checkpoint.pth.tar"), weights(tmp_path / "two/checkpoint.pth.tar"))
+    assert safe_load(tmp_path / "two/model_best.pth.tar")["epoch"] in (2, 3)
+    with pytest.raises(UserError, match="--eval-every must be at least 1"):
+        cfg_of(TINY + " --eval-every 0", tmp_path / "bad")
 
 
 @needs_fmnist

@@ -71,3 +71,27 @@ def test_self_attention_and_blur_pool():
     out = model(torch.randn(2, 3, 64, 64))
     out.sum().backward()
     assert out.shape == (2, 4) and sa.gamma.grad is not None
+
+
+def test_depthwise_bottlenecks():
+    """xresnet50_mish_dw6 (the leaderboard's depthwise(x6)): every bottleneck's 3x3 is a grouped
+    convolution, one group per channel, with 6 filters each, and the last 1x1 reads all of them;
+    the blocks still start as the identity and the network trains. Basic-block depths refuse it."""
+    torch.manual_seed(0)
+    model = create_model("xresnet50_mish_dw6", num_classes=3)
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    for b in blocks:
+        mid, last = b.branch[1][0], b.branch[2][0]
+        planes = b.branch[0][0].out_channels
+        assert mid.groups == planes and mid.in_channels == planes and mid.out_channels == 6 * planes
+        assert mid.kernel_size == (3, 3) and last.in_channels == 6 * planes
+        assert b.branch[-1][1].weight.abs().sum() == 0
+    assert [b.branch[1][0].stride for b in blocks if b.shortcut and isinstance(b.shortcut[0], nn.AvgPool2d)] == [
+        (2, 2)
+    ] * 3
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    out.sum().backward()
+    assert out.shape == (2, 3) and blocks[0].branch[1][0].weight.grad is not None
+    with pytest.raises(ValueError, match="bottleneck depth"):
+        XResNet(depth=18, dw=4)

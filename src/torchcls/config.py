@@ -110,6 +110,7 @@ class TrainConfig:
     tta_flip: bool = False
     tta_shift: int = 0  # test-time augmentation: also views translated by this many pixels
     tta_epochs: str = "all"  # all: TTA in every epoch's evaluation | last: only in the last epoch's
+    eval_every: int = 1  # evaluate after every Nth epoch and after the last (the others only train)
     # progressive resizing (FFCV-style): train at min_train_size at epoch res_ramp[0], growing
     # linearly to the full size at epoch res_ramp[1]; evaluation is always at the full size
     min_train_size: int = 0  # 0: off
@@ -309,6 +310,8 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"-j/--workers must be >= 0, got {cfg.workers}")
     if cfg.tta_shift < 0 or cfg.tta_epochs not in ("all", "last"):
         bad("--tta-shift must be >= 0 and --tta-epochs all or last")
+    if cfg.eval_every < 1:
+        bad(f"--eval-every must be at least 1, got {cfg.eval_every}")
     if not 0 <= cfg.ema_decay < 1 or cfg.ema_every < 1:
         bad(f"--ema-decay must be in [0, 1) and --ema-every at least 1, got {cfg.ema_decay} and {cfg.ema_every}")
     if cfg.bias_lr_scale <= 0:

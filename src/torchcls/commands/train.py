@@ -273,6 +273,15 @@ def _augmentation_arguments(p: argparse.ArgumentParser) -> None:
         help="last: evaluate earlier epochs without test-time augmentation (faster; the best-model choice "
         "then compares their plain accuracy with the last epoch's augmented one)",
     )
+    g.add_argument(
+        "--eval-every",
+        dest="eval_every",
+        type=int,
+        default=S,
+        metavar="N",
+        help="evaluate after every Nth epoch and after the last one (default 1; the others only train, "
+        "and their rows leave the validation figures empty)",
+    )
 
 
 def _speed_arguments(p: argparse.ArgumentParser) -> None:

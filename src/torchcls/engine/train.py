@@ -231,12 +231,17 @@ class Trainer:
         loss_sum, correct, count = all_reduce_sum([stats.loss_sum, stats.correct, stats.count], self.device, self.dist)
         self._report_skipped(data.train, "training")
         t1 = time.perf_counter()
-        tta = epoch == cfg.epochs - 1 or cfg.tta_epochs == "all"  # --tta-epochs last: plain for the others
-        res = evaluate(self.run.eval_model(), data.select, **self._eval_kwargs(tta))
+        last = epoch == cfg.epochs - 1
+        if last or (epoch + 1) % cfg.eval_every == 0:
+            tta = last or cfg.tta_epochs == "all"  # --tta-epochs last: plain for the others
+            res = evaluate(self.run.eval_model(), data.select, **self._eval_kwargs(tta))
+            self._report_skipped(data.select, data.select_name)
+        else:  # --eval-every N: this epoch only trains
+            res = {"top1": None, "top5": None, "loss": None}
         eval_time = time.perf_counter() - t1
-        self._report_skipped(data.select, data.select_name)
-        is_best = res["top1"] > self.best_acc
-        self.best_acc = max(self.best_acc, res["top1"])
+        is_best = res["top1"] is not None and res["top1"] > self.best_acc
+        if is_best:
+            self.best_acc = res["top1"]
         row = {
             "epoch": epoch + 1, "lr": stats.lr, "train_loss": loss_sum / max(1, count),
             "train_acc": 100 * correct / max(1, count), "valid_loss": res["loss"], "valid_acc": res["top1"],
@@ -247,10 +252,15 @@ class Trainer:
         if self.dist.is_main:
             self._save(epoch + 1, 0, res["top1"], None, None, best=is_best)
             self.logger.log_epoch(row)
+            evaluated = (
+                f"{data.select_name} loss {res['loss']:.4f} top-1 {res['top1']:.2f}% top-5 {res['top5']:.2f}%  "
+                f"best {self.best_acc:.2f}%"
+                if res["top1"] is not None
+                else f"not evaluated (--eval-every {cfg.eval_every})"
+            )
             self.log(
                 f"epoch {epoch + 1}/{cfg.epochs}  lr {stats.lr:.4g}  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.2f}%  {data.select_name} loss {res['loss']:.4f} top-1 {res['top1']:.2f}% "
-                f"top-5 {res['top5']:.2f}%  best {self.best_acc:.2f}%  {row['images_per_s']:.0f} img/s  "
+                f"acc {row['train_acc']:.2f}%  {evaluated}  {row['images_per_s']:.0f} img/s  "
                 f"{end.seconds + eval_time:.0f}s"
             )
         return row

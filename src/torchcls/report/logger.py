@@ -49,7 +49,7 @@ class RunLogger:
     def log_epoch(self, row: dict) -> None:
         vals = [row["lr"], row["train_loss"], row["valid_loss"], row["train_acc"], row["valid_acc"]]
         with open(self.log_txt, "a") as f:
-            f.write("\t".join(f"{v:.6f}" for v in vals) + "\n")
+            f.write("\t".join("nan" if v is None else f"{v:.6f}" for v in vals) + "\n")  # nan: not evaluated
         with open(self.metrics, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.tb is not None:

@@ -15,9 +15,15 @@ last block of the first stage; `blur`, the stem's max pooling done as max poolin
 then a 3x3 binomial blur at stride 2 (Zhang, 2019, "Making Convolutional Networks Shift-Invariant
 Again").
 
+A third, from the leaderboard's best 5- and 20-epoch entries (liuyao12's "depthwise(x6)" and
+"(x4)" ResNets): `dw=m`, the 3x3 convolution of every bottleneck made depthwise and expanding,
+each of its channels filtered m ways (planes -> m * planes, groups = planes), the last 1x1 mixing
+the m * planes maps (his README's `conv3x3(width, width * 4, stride, groups=width)`).
+
 Entries: xresnet18 and xresnet34 (basic blocks), xresnet26 and xresnet50 (bottlenecks; 26: two
-blocks a stage, as timm's resnet26d), xresnet18_mish / xresnet50_mish, and xresnet18_mish_sa
-(Mish, self-attention, blurred stem pooling).
+blocks a stage, as timm's resnet26d), xresnet18_mish / xresnet50_mish, xresnet18_mish_sa
+(Mish, self-attention, blurred stem pooling), and xresnet26_mish_dw4, xresnet50_mish_dw4 and
+xresnet50_mish_dw6 (Mish, depthwise x4 / x6 bottlenecks).
 Built for ImageNet-sized inputs (any size from about 64 px works: global average pooling).
 """
 
@@ -40,10 +46,12 @@ LAYOUTS = {
 ACTIVATIONS = {"relu": nn.ReLU, "mish": nn.Mish, "silu": nn.SiLU}
 
 
-def conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, act=None, zero: bool = False) -> nn.Sequential:
+def conv_bn(
+    c_in: int, c_out: int, k: int = 3, stride: int = 1, act=None, zero: bool = False, groups: int = 1
+) -> nn.Sequential:
     bn = nn.BatchNorm2d(c_out)
     nn.init.constant_(bn.weight, 0.0 if zero else 1.0)
-    layers = [nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), bn]
+    layers = [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), bn]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
@@ -82,14 +90,21 @@ class MaxBlurPool(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, c_in: int, planes: int, stride: int, bottleneck: bool, act, sa: bool = False):
+    def __init__(self, c_in: int, planes: int, stride: int, bottleneck: bool, act, sa: bool = False, dw: int = 0):
         super().__init__()
         c_out = planes * (4 if bottleneck else 1)
         if bottleneck:
+            # dw = m: the 3x3 convolution is depthwise and expanding, each channel filtered m ways
+            # (planes -> m * planes, groups = planes), and the last 1x1 mixes the m * planes maps
+            mid = (
+                conv_bn(planes, planes * dw, 3, stride, act=act, groups=planes)
+                if dw
+                else conv_bn(planes, planes, 3, stride, act=act)
+            )
             self.branch = nn.Sequential(
                 conv_bn(c_in, planes, 1, act=act),
-                conv_bn(planes, planes, 3, stride, act=act),
-                conv_bn(planes, c_out, 1, zero=True),
+                mid,
+                conv_bn(planes * (dw or 1), c_out, 1, zero=True),
             )
         else:
             self.branch = nn.Sequential(conv_bn(c_in, planes, 3, stride, act=act), conv_bn(planes, c_out, 3, zero=True))
@@ -109,10 +124,12 @@ class Block(nn.Module):
 
 class XResNet(nn.Module):
     def __init__(self, depth: int = 18, num_classes: int = 1000, act: str = "relu", in_channels: int = 3,
-                 sa: bool = False, blur: bool = False):  # fmt: skip
+                 sa: bool = False, blur: bool = False, dw: int = 0):  # fmt: skip
         super().__init__()
         if depth not in LAYOUTS:
             raise ValueError(f"xresnet: depth must be one of {sorted(LAYOUTS)}, got {depth}")
+        if dw and not LAYOUTS[depth][0]:
+            raise ValueError(f"xresnet: depthwise blocks (dw) need a bottleneck depth (26, 50), got {depth}")
         if act not in ACTIVATIONS:
             raise ValueError(f"xresnet: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
         a = ACTIVATIONS[act]
@@ -126,7 +143,7 @@ class XResNet(nn.Module):
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True)):
             for j in range(n):
                 attend = sa and i == 0 and j == n - 1  # fastai's place: the first stage's last block
-                layers.append(Block(c, planes, 2 if (i > 0 and j == 0) else 1, bottleneck, a, attend))
+                layers.append(Block(c, planes, 2 if (i > 0 and j == 0) else 1, bottleneck, a, attend, dw))
                 c = planes * (4 if bottleneck else 1)
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -139,12 +156,15 @@ class XResNet(nn.Module):
         return self.fc(self.pool(self.layers(self.stem(x))).flatten(1))
 
 
-def _entry(depth: int, act: str = "relu", sa: bool = False):
+def _entry(depth: int, act: str = "relu", sa: bool = False, dw: int = 0):
     def build(num_classes: int = 1000, in_channels: int = 3) -> XResNet:
-        return XResNet(depth, num_classes, act, in_channels, sa=sa, blur=sa)
+        return XResNet(depth, num_classes, act, in_channels, sa=sa, blur=sa, dw=dw)
 
-    build.__name__ = f"xresnet{depth}" + ("" if act == "relu" else f"_{act}") + ("_sa" if sa else "")
+    suffix = ("" if act == "relu" else f"_{act}") + ("_sa" if sa else "") + (f"_dw{dw}" if dw else "")
+    build.__name__ = f"xresnet{depth}{suffix}"
     extra = ", self-attention in the first stage and a blurred stem pooling" if sa else ""
+    if dw:
+        extra += f", depthwise x{dw} 3x3 convolutions in the bottlenecks"
     build.__doc__ = (
         f"XResNet-{depth} with {act} (deep stem, ResNet-D shortcuts, zero-initialised last BN of each branch{extra})."
     )
@@ -158,3 +178,6 @@ xresnet50 = _entry(50)
 xresnet18_mish = _entry(18, "mish")
 xresnet50_mish = _entry(50, "mish")
 xresnet18_mish_sa = _entry(18, "mish", sa=True)
+xresnet26_mish_dw4 = _entry(26, "mish", dw=4)
+xresnet50_mish_dw4 = _entry(50, "mish", dw=4)
+xresnet50_mish_dw6 = _entry(50, "mish", dw=6)
