@@ -78,6 +78,7 @@ def test_eval_every_skips_evaluations_not_training(tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
     every = [json.loads(line) for line in (tmp_path / "every/metrics.jsonl").read_text().splitlines()]
     assert [r["valid_acc"] is None for r in rows] == [True, False, False]
+    assert rows[0]["best_acc"] is None and rows[0]["valid_set"] is None and rows[1]["best_acc"] is not None
     assert [r["valid_acc"] for r in rows[1:]] == [r["valid_acc"] for r in every[1:]]
     assert (tmp_path / "two/log.txt").read_text().splitlines()[1].split("\t")[2] == "nan"
     assert (tmp_path / "two/log.png").stat().st_size > 1000

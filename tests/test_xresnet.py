@@ -76,7 +76,8 @@ def test_self_attention_and_blur_pool():
 def test_depthwise_bottlenecks():
     """xresnet50_mish_dw6 (the leaderboard's depthwise(x6)): every bottleneck's 3x3 is a grouped
     convolution, one group per channel, with 6 filters each, and the last 1x1 reads all of them;
-    the blocks still start as the identity and the network trains. Basic-block depths refuse it."""
+    the blocks still start as the identity and gradients reach the depthwise filters. Basic-block
+    depths refuse it."""
     torch.manual_seed(0)
     model = create_model("xresnet50_mish_dw6", num_classes=3)
     blocks = [m for m in model.modules() if isinstance(m, Block)]

@@ -280,7 +280,7 @@ def _augmentation_arguments(p: argparse.ArgumentParser) -> None:
         default=S,
         metavar="N",
         help="evaluate after every Nth epoch and after the last one (default 1; the others only train, "
-        "and their rows leave the validation figures empty)",
+        "their rows leave the validation figures empty, and model_best.pth.tar is chosen among the evaluated ones)",
     )
 
 

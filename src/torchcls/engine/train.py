@@ -234,7 +234,11 @@ class Trainer:
         last = epoch == cfg.epochs - 1
         if last or (epoch + 1) % cfg.eval_every == 0:
             tta = last or cfg.tta_epochs == "all"  # --tta-epochs last: plain for the others
-            res = evaluate(self.run.eval_model(), data.select, **self._eval_kwargs(tta))
+            # evaluation leaves the global RNG as it found it (a DataLoader iterator draws its
+            # workers' seed from it), so training is the same whichever epochs are evaluated
+            cuda = [torch.cuda.current_device()] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                res = evaluate(self.run.eval_model(), data.select, **self._eval_kwargs(tta))
             self._report_skipped(data.select, data.select_name)
         else:  # --eval-every N: this epoch only trains
             res = {"top1": None, "top5": None, "loss": None}
@@ -245,8 +249,9 @@ class Trainer:
         row = {
             "epoch": epoch + 1, "lr": stats.lr, "train_loss": loss_sum / max(1, count),
             "train_acc": 100 * correct / max(1, count), "valid_loss": res["loss"], "valid_acc": res["top1"],
-            "valid_top5": res["top5"], "valid_set": data.select_name, "best_acc": self.best_acc,
-            "train_size": size, "train_time": end.seconds, "eval_time": eval_time,
+            "valid_top5": res["top5"], "valid_set": data.select_name if res["top1"] is not None else None,
+            "best_acc": self.best_acc if res["top1"] is not None or self.best_acc > 0 else None,
+            "train_size": size, "train_time": end.seconds, "eval_time": eval_time if res["top1"] is not None else None,
             "images_per_s": end.images / end.seconds if end.seconds > 0 else 0.0, "skipped_steps": stats.skipped,
         }  # fmt: skip
         if self.dist.is_main:
