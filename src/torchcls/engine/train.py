@@ -232,7 +232,8 @@ class Trainer:
         self._report_skipped(data.train, "training")
         t1 = time.perf_counter()
         last = epoch == cfg.epochs - 1
-        if last or (epoch + 1) % cfg.eval_every == 0:
+        evaluated = last or (epoch + 1) % cfg.eval_every == 0  # --eval-every N: the others only train
+        if evaluated:
             tta = last or cfg.tta_epochs == "all"  # --tta-epochs last: plain for the others
             # evaluation leaves the global RNG as it found it (a DataLoader iterator draws its
             # workers' seed from it), so training is the same whichever epochs are evaluated
@@ -240,32 +241,32 @@ class Trainer:
             with torch.random.fork_rng(devices=cuda):
                 res = evaluate(self.run.eval_model(), data.select, **self._eval_kwargs(tta))
             self._report_skipped(data.select, data.select_name)
-        else:  # --eval-every N: this epoch only trains
+        else:
             res = {"top1": None, "top5": None, "loss": None}
         eval_time = time.perf_counter() - t1
-        is_best = res["top1"] is not None and res["top1"] > self.best_acc
+        is_best = evaluated and res["top1"] > self.best_acc
         if is_best:
             self.best_acc = res["top1"]
         row = {
             "epoch": epoch + 1, "lr": stats.lr, "train_loss": loss_sum / max(1, count),
             "train_acc": 100 * correct / max(1, count), "valid_loss": res["loss"], "valid_acc": res["top1"],
-            "valid_top5": res["top5"], "valid_set": data.select_name if res["top1"] is not None else None,
-            "best_acc": self.best_acc if res["top1"] is not None or self.best_acc > 0 else None,
-            "train_size": size, "train_time": end.seconds, "eval_time": eval_time if res["top1"] is not None else None,
+            "valid_top5": res["top5"], "valid_set": data.select_name if evaluated else None,
+            "best_acc": self.best_acc if evaluated or self.best_acc > 0 else None,
+            "train_size": size, "train_time": end.seconds, "eval_time": eval_time if evaluated else None,
             "images_per_s": end.images / end.seconds if end.seconds > 0 else 0.0, "skipped_steps": stats.skipped,
         }  # fmt: skip
         if self.dist.is_main:
             self._save(epoch + 1, 0, res["top1"], None, None, best=is_best)
             self.logger.log_epoch(row)
-            evaluated = (
+            figures = (
                 f"{data.select_name} loss {res['loss']:.4f} top-1 {res['top1']:.2f}% top-5 {res['top5']:.2f}%  "
                 f"best {self.best_acc:.2f}%"
-                if res["top1"] is not None
+                if evaluated
                 else f"not evaluated (--eval-every {cfg.eval_every})"
             )
             self.log(
                 f"epoch {epoch + 1}/{cfg.epochs}  lr {stats.lr:.4g}  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.2f}%  {evaluated}  {row['images_per_s']:.0f} img/s  "
+                f"acc {row['train_acc']:.2f}%  {figures}  {row['images_per_s']:.0f} img/s  "
                 f"{end.seconds + eval_time:.0f}s"
             )
         return row

@@ -33,13 +33,11 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path | None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(ep, [r["train_loss"] for r in rows], label="train")
     ev = [r for r in rows if r.get("valid_acc") is not None]  # --eval-every N: some epochs only train
-    ax1.plot(
-        [r["epoch"] for r in ev], [r["valid_loss"] for r in ev], "o-" if len(ev) < len(rows) else "-", label="valid"
-    )
+    ev_ep, ev_style = [r["epoch"] for r in ev], "o-" if len(ev) < len(rows) else "-"
+    ax1.plot(ev_ep, [r["valid_loss"] for r in ev], ev_style, label="valid")
     ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(), ax1.grid(alpha=0.3)
     ax2.plot(ep, [r["train_acc"] for r in rows], label="train")
-    ax2.plot([r["epoch"] for r in ev], [r["valid_acc"] for r in ev], "o-" if len(ev) < len(rows) else "-",
-             label="valid top-1")  # fmt: skip
+    ax2.plot(ev_ep, [r["valid_acc"] for r in ev], ev_style, label="valid top-1")
     ax2.set_xlabel("epoch"), ax2.set_ylabel("accuracy (%)"), ax2.legend(), ax2.grid(alpha=0.3)
     fig.suptitle(str(run_dir))
     fig.tight_layout()

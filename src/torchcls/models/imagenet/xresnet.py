@@ -96,15 +96,11 @@ class Block(nn.Module):
         if bottleneck:
             # dw = m: the 3x3 convolution is depthwise and expanding, each channel filtered m ways
             # (planes -> m * planes, groups = planes), and the last 1x1 mixes the m * planes maps
-            mid = (
-                conv_bn(planes, planes * dw, 3, stride, act=act, groups=planes)
-                if dw
-                else conv_bn(planes, planes, 3, stride, act=act)
-            )
+            mid = planes * dw if dw else planes
             self.branch = nn.Sequential(
                 conv_bn(c_in, planes, 1, act=act),
-                mid,
-                conv_bn(planes * (dw or 1), c_out, 1, zero=True),
+                conv_bn(planes, mid, 3, stride, act=act, groups=planes if dw else 1),
+                conv_bn(mid, c_out, 1, zero=True),
             )
         else:
             self.branch = nn.Sequential(conv_bn(c_in, planes, 3, stride, act=act), conv_bn(planes, c_out, 3, zero=True))
