@@ -30,7 +30,7 @@ RECIPE_PACKAGE = "torchcls"
 RECIPE_FOLDER = "recipes"
 RECIPE_SUFFIX = ".yaml"
 MAIN_RECIPE = "main"
-OPTIMIZERS = ("sgd", "adamw", "radam")
+OPTIMIZERS = ("sgd", "adamw", "radam", "muon")
 
 # model keyword arguments and the config fields that carry them (the original's flags)
 MODEL_KWARGS = (
@@ -88,7 +88,9 @@ class TrainConfig:
     final_lr_factor: float = 0.0  # cosine/onecycle/flatcos end at lr * this
     anneal_start: float = 0.75  # flatcos: the fraction of the run after which the cosine decay starts
     # optimizer and loss
-    optimizer: str = "sgd"  # sgd | adamw | radam (decoupled weight decay for both Adam kinds)
+    optimizer: str = "sgd"  # sgd | adamw | radam (decoupled weight decay for both Adam kinds) | muon
+    muon_lr: float = 0.24  # muon: the convolution filters' rate (the other parameters: SGD at lr)
+    muon_momentum: float = 0.6  # muon: the filters' (Nesterov) momentum
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw/radam
     adam_eps: float = 1e-8
     lookahead_k: int = 0  # > 0: Lookahead (engine/optim.py) every k steps; radam + lookahead = "Ranger"
@@ -98,6 +100,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     no_wd_norm_bias: bool = False
     bias_lr_scale: float = 1.0  # lr multiplier of biases and norm parameters (decay divided by it)
+    whiten_bias_epochs: float = 0.0  # > 0: the whitening layer's bias trains only this long (its rate 1 -> 0)
     label_smoothing: float = 0.0
     mixup: float = 0.0  # > 0: mixup (Zhang et al., 2018) with lambda ~ Beta(mixup, mixup), one per batch
     ema_decay: float = 0.0  # > 0: evaluate an exponential moving average of the weights (engine/ema.py)
@@ -105,10 +108,12 @@ class TrainConfig:
     # augmentation (batched, on the device)
     crop_padding: int = 4
     flip: bool = True
+    flip_alternate: bool = False  # each image mirrored in every other epoch (its first epoch drawn at random)
     cutout: int = 0
     train_crop: int = 0  # train on random CxC windows (evaluation stays at the full size); 0: off
     tta_flip: bool = False
     tta_shift: int = 0  # test-time augmentation: also views translated by this many pixels
+    tta_below: float = 0.0  # selective TTA: extra views only for images whose top probability is below this
     tta_epochs: str = "all"  # all: TTA in every epoch's evaluation | last: only in the last epoch's
     eval_every: int = 1  # evaluate after every Nth epoch and after the last (the others only train)
     # progressive resizing (FFCV-style): train at min_train_size at epoch res_ramp[0], growing
@@ -235,10 +240,11 @@ def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainC
     if recipe is not None:
         values.update(load_recipe(recipe))
         values["recipe"] = recipe
-    if "epochs" in overrides and "warmup_epochs" not in overrides and "warmup_epochs" in values:
-        # a recipe's warm-up, in a run shortened with --epochs, keeps its share of the schedule
-        share = values["warmup_epochs"] / max(1, values.get("epochs", overrides["epochs"]))
-        values["warmup_epochs"] = min(values["warmup_epochs"], share * overrides["epochs"])
+    for key in ("warmup_epochs", "whiten_bias_epochs"):
+        if "epochs" in overrides and key not in overrides and key in values:
+            # a recipe's warm-up (or early-only training), in a run shortened with --epochs, keeps its share
+            share = values[key] / max(1, values.get("epochs", overrides["epochs"]))
+            values[key] = min(values[key], share * overrides["epochs"])
     values.update(overrides)
     explicit = set(values)
     if is_folder_dataset(values.get("dataset", TrainConfig.dataset)):
@@ -310,10 +316,18 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"-j/--workers must be >= 0, got {cfg.workers}")
     if cfg.tta_shift < 0 or cfg.tta_epochs not in ("all", "last"):
         bad("--tta-shift must be >= 0 and --tta-epochs all or last")
+    if not 0 <= cfg.tta_below <= 1:
+        bad(f"--tta-below must be a probability in [0, 1] (0: every image gets all views), got {cfg.tta_below}")
     if cfg.eval_every < 1:
         bad(f"--eval-every must be at least 1, got {cfg.eval_every}")
     if not 0 <= cfg.ema_decay < 1 or cfg.ema_every < 1:
         bad(f"--ema-decay must be in [0, 1) and --ema-every at least 1, got {cfg.ema_decay} and {cfg.ema_every}")
+    if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
+        bad(f"--muon-lr must be positive and --muon-momentum in [0, 1), got {cfg.muon_lr} and {cfg.muon_momentum}")
+    if cfg.whiten_bias_epochs < 0:
+        bad(f"--whiten-bias-epochs must be >= 0 (0: trained throughout), got {cfg.whiten_bias_epochs}")
+    if cfg.flip_alternate and (not cfg.flip or is_folder_dataset(cfg.dataset)):
+        bad("--flip-alternate needs --flip on and an in-memory data set (cifar10, cifar100, fashion-mnist)")
     if cfg.bias_lr_scale <= 0:
         bad(f"--bias-lr-scale must be positive, got {cfg.bias_lr_scale}")
     if cfg.malloc not in ("auto", "off"):

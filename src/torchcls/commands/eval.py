@@ -124,7 +124,7 @@ def scan_labelled_folder(root, classes: list[str], split: str = "test") -> Folde
 
 @torch.no_grad()
 def evaluate_per_class(model: nn.Module, batches, *, mean, std, device, amp_dtype=None, channels_last=False,
-                       tta_flip=False, tta_shift=0, channels=3, num_classes: int) -> dict:  # fmt: skip
+                       tta_flip=False, tta_shift=0, tta_below=0.0, channels=3, num_classes: int) -> dict:  # fmt: skip
     """engine.evaluate's figures, computed the same way, and the confusion matrix (rows: true class,
     columns: top-1 prediction) of one process's batches."""
     was_training = model.training
@@ -134,7 +134,7 @@ def evaluate_per_class(model: nn.Module, batches, *, mean, std, device, amp_dtyp
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with autocast_ctx(device, amp_dtype):
-            logits = tta_logits(model, prepare(x, mean, std, channels_last, channels), tta_flip, tta_shift)
+            logits = tta_logits(model, prepare(x, mean, std, channels_last, channels), tta_flip, tta_shift, tta_below)
         loss_sum += F.nll_loss(logits.log_softmax(1), y, reduction="sum").item()
         pred = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = pred.eq(y[:, None])
@@ -202,7 +202,7 @@ def _data(state: dict, name, dataset, data_dir, split, batch_size, dev, limit, f
 
 
 def _measure(name, state, model, loader, classes, image_size, label, *, mean, std, channels, device, amp_dtype,
-             channels_last, tta_flip, tta_shift, per_class) -> dict:  # fmt: skip
+             channels_last, tta_flip, tta_shift, per_class, tta_below=0.0) -> dict:  # fmt: skip
     """Checks the options against the data, then evaluates (`per_class`: with the confusion matrix)."""
     if not 0 <= tta_shift < image_size:
         raise UserError(
@@ -211,7 +211,7 @@ def _measure(name, state, model, loader, classes, image_size, label, *, mean, st
     if len(classes) != int(state["num_classes"]):
         raise UserError(f"{name} has {state['num_classes']} classes but {label} has {len(classes)}")
     kw = dict(mean=mean, std=std, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
-              tta_flip=tta_flip, tta_shift=tta_shift, channels=channels)  # fmt: skip
+              tta_flip=tta_flip, tta_shift=tta_shift, tta_below=tta_below, channels=channels)  # fmt: skip
     t0 = time.perf_counter()
     if per_class:
         res = evaluate_per_class(model, loader, num_classes=len(classes), **kw)
@@ -230,7 +230,7 @@ def _measure(name, state, model, loader, classes, image_size, label, *, mean, st
 
 def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_flip=False, device="auto",
                         tta_shift=0, split="test", amp=None, channels_last="auto", limit=0, folder=None,
-                        per_class=False, workers=4, val_size=None, val_resize=None) -> dict:  # fmt: skip
+                        per_class=False, workers=4, val_size=None, val_resize=None, tta_below=0.0) -> dict:  # fmt: skip
     """Top-1/top-5/loss of a checkpoint on a split (or on a labelled image `folder`). `amp` None: the
     precision the run itself evaluated with (its config's --amp, resolved for this machine), so the
     figures match its log. `per_class`: also "per_class" rows and the "confusion" matrix."""
@@ -242,9 +242,9 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, batch_size=500, tta_f
                                                         folder, workers, size=val_size, resize=val_resize)  # fmt: skip
     res = _measure(path, state, model, loader, classes, image_size, dataset, mean=state["mean"], std=state["std"],
                    channels=input_channels(model), device=dev, amp_dtype=amp_dtype, channels_last=cl,
-                   tta_flip=tta_flip, tta_shift=tta_shift, per_class=per_class)  # fmt: skip
+                   tta_flip=tta_flip, tta_shift=tta_shift, per_class=per_class, tta_below=tta_below)  # fmt: skip
     res.update({"checkpoint": str(path), "arch": state["arch"], "dataset": dataset, "split": split,
-                "epoch": state.get("epoch"), "tta_flip": tta_flip, "tta_shift": tta_shift,
+                "epoch": state.get("epoch"), "tta_flip": tta_flip, "tta_shift": tta_shift, "tta_below": tta_below,
                 "amp": amp_name(amp_dtype), "image_size": image_size})  # fmt: skip
     if getattr(loader, "source", None):
         res["source"] = loader.source  # an image folder's: its decoded store or its files
@@ -351,6 +351,8 @@ def evaluate_onnx(path, dataset=None, data_dir=None, batch_size=500, tta_flip=Fa
 
 def format_result(res: dict) -> str:
     shift = f", shift TTA {res['tta_shift']}px" if res.get("tta_shift") else ""
+    if res.get("tta_below"):
+        shift += f", extra views only below p {res['tta_below']:g}"
     return (
         f"{res['arch']} on {res['dataset']} {res['split']} ({res['count']} images"
         f"{', flip TTA' if res['tta_flip'] else ''}{shift}): top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
@@ -390,6 +392,9 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
     e.add_argument("--tta-shift", type=int, default=0, metavar="PX",
                    help="also average views translated by PX pixels up-left and down-right")  # fmt: skip
+    e.add_argument("--tta-below", type=float, default=0.0, metavar="P",
+                   help="selective TTA: the extra views only for images whose top class has probability < P "
+                   "(default 0: every image)")  # fmt: skip
     e.add_argument("--val-size", type=int, default=None, metavar="PX",
                    help="image folders: evaluate central PXxPX crops (default: the run's --val-size)")  # fmt: skip
     e.add_argument("--val-resize", type=int, default=None, metavar="PX",
@@ -425,14 +430,18 @@ def _evaluate_ns(ns: argparse.Namespace) -> dict:
     if onnx_path:
         if ns.amp not in (None, "off"):
             raise UserError("--amp does not apply to --onnx: onnxruntime runs the exported float32 graph")
+        if ns.tta_below:
+            raise UserError("--tta-below applies to checkpoints, not to --onnx")
         return evaluate_onnx(onnx_path, **kw)
     if (ns.val_size or ns.val_resize) and ns.folder:
         raise UserError("--val-size/--val-resize change a data set's validation crops; --folder uses predict's")
     return evaluate_checkpoint(ns.checkpoint, amp=ns.amp, channels_last=ns.channels_last, val_size=ns.val_size,
-                               val_resize=ns.val_resize, **kw)  # fmt: skip
+                               val_resize=ns.val_resize, tta_below=ns.tta_below, **kw)  # fmt: skip
 
 
 def run(ns: argparse.Namespace) -> int:
+    if not 0 <= ns.tta_below <= 1:
+        raise UserError(f"--tta-below must be a probability in [0, 1], got {ns.tta_below}")
     if ns.batch_size < 1 or ns.limit < 0 or ns.workers < 0:
         raise UserError(
             f"--batch-size must be positive and --limit, --workers >= 0, got {ns.batch_size}, {ns.limit}, {ns.workers}"

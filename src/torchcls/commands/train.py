@@ -177,6 +177,23 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--optimizer", choices=list(OPTIMIZERS), default=S, help="default sgd")
     g.add_argument("--betas", type=float, nargs=2, default=S, metavar=("B1", "B2"), help="adamw/radam betas")
+    g.add_argument(
+        "--muon-lr",
+        dest="muon_lr",
+        type=float,
+        default=S,
+        help="--optimizer muon: the convolution filters' rate (Muon; the rest take SGD at --lr; default 0.24)",
+    )
+    g.add_argument("--muon-momentum", dest="muon_momentum", type=float, default=S, help="muon: default 0.6")
+    g.add_argument(
+        "--whiten-bias-epochs",
+        dest="whiten_bias_epochs",
+        type=float,
+        default=S,
+        metavar="E",
+        help="train the whitening first layer's bias (speednet) only for E epochs, its rate falling "
+        "linearly to 0 by then (0: trained throughout, default)",
+    )
     g.add_argument("--adam-eps", dest="adam_eps", type=float, default=S)
     g.add_argument(
         "--lookahead-k",
@@ -230,6 +247,12 @@ def _augmentation_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("augmentation (batched on the device)")
     g.add_argument("--crop-padding", dest="crop_padding", type=int, default=S)
     g.add_argument("--flip", type=_bool, default=S)
+    _switch(
+        g,
+        "--flip-alternate",
+        dest="flip_alternate",
+        help="mirror each image in every other epoch, the first at random (airbench's derandomised flips)",
+    )
     g.add_argument("--cutout", type=int, default=S, metavar="SIZE")
     g.add_argument(
         "--train-crop",
@@ -257,6 +280,14 @@ def _augmentation_arguments(p: argparse.ArgumentParser) -> None:
         help="epochs over which the training size grows linearly to the full size",
     )
     _switch(g, "--tta-flip", dest="tta_flip")
+    g.add_argument(
+        "--tta-below",
+        dest="tta_below",
+        type=float,
+        default=S,
+        metavar="P",
+        help="selective TTA: the extra views only for images whose top class has probability < P (0: all)",
+    )
     g.add_argument(
         "--tta-shift",
         dest="tta_shift",

@@ -78,6 +78,7 @@ def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device,
             seed=seed,
             rank=rank,
             world_size=world_size,
+            flip_alternate=cfg.flip_alternate,
         )
 
     if cfg.train_crop:  # train on random windows, evaluate on the central one
@@ -95,7 +96,12 @@ def build_data(cfg, seed: int, rank: int, world_size: int, device: torch.device,
         input_size=int(select.images.shape[-1]),
         train_size=len(train),
         select_size=len(select),
-        augment=BatchAugment(crop_padding=cfg.crop_padding, flip=cfg.flip, cutout=cfg.cutout, crop_size=cfg.train_crop),
+        augment=BatchAugment(  # with alternating flips the loader has mirrored the images already
+            crop_padding=cfg.crop_padding,
+            flip=cfg.flip and not cfg.flip_alternate,
+            cutout=cfg.cutout,
+            crop_size=cfg.train_crop,
+        ),
     )
 
 

@@ -16,6 +16,14 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def alternate_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of `n` training images are mirrored in `epoch` under alternating ("derandomised")
+    flips (airbench, Jordan 2024): each image's epoch-0 flip is a seeded coin, and every later
+    epoch flips the opposite way, so each image is seen both ways in any two consecutive epochs."""
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 977)) < 0.5
+    return first ^ bool(epoch % 2)
+
+
 def train_steps(n: int, world_size: int, batch_size: int) -> int:
     """The number of whole batches each of `world_size` ranks gets from `n` training samples."""
     return n // world_size // batch_size
@@ -54,12 +62,14 @@ class InMemoryLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        flip_alternate: bool = False,
     ):
         if len(images) != len(labels):
             raise ValueError("images and labels differ in length")
         self.images, self.labels = images, labels
         self.batch_size, self.train = batch_size, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.flip_alternate = flip_alternate and train  # training batches come mirrored by alternate_flips
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -80,6 +90,11 @@ class InMemoryLoader:
 
     def iterate(self, start_batch: int = 0):
         idx = self.indices().to(self.images.device)
+        if self.flip_alternate:
+            flips = alternate_flips(len(self.labels), self.seed, self.epoch).to(self.images.device)
         for s in range(start_batch * self.batch_size, len(idx), self.batch_size):
             b = idx[s : s + self.batch_size]
-            yield self.images.index_select(0, b), self.labels.index_select(0, b)
+            x = self.images.index_select(0, b)
+            if self.flip_alternate:
+                x = torch.where(flips.index_select(0, b).view(-1, 1, 1, 1), x.flip(3), x)
+            yield x, self.labels.index_select(0, b)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,11 +20,21 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, flip: bool = False, shift: int = 0) -> torch.Tensor:
+def tta_logits(
+    model: nn.Module, x: torch.Tensor, flip: bool = False, shift: int = 0, below: float = 0.0
+) -> torch.Tensor:
     """Test-time augmentation: the log of the averaged class probabilities over the views. Views:
     the image (and its mirror image with `flip`); with `shift` also the image translated by `shift`
     pixels up-left and down-right (each with its mirror image too with `flip`), weighted so the
-    unshifted views count half."""
+    unshifted views count half. With `below` > 0 (selective TTA) only the images whose single view
+    gives its top class a probability under `below` get the other views; the rest keep the log of
+    their single view's probabilities."""
+    if below > 0 and (flip or shift):
+        out = model(x).float().log_softmax(1)
+        unsure = (out.max(1).values < math.log(below)).nonzero().squeeze(1)
+        if len(unsure):
+            out[unsure] = tta_logits(model, x[unsure], flip, shift).to(out.dtype)
+        return out
 
     def views(v):
         probs = model(v).float().softmax(1)
@@ -50,6 +62,7 @@ def evaluate(
     channels_last: bool = False,
     tta_flip: bool = False,
     tta_shift: int = 0,
+    tta_below: float = 0.0,
     dist_info: DistInfo = SINGLE,
     prepared: bool = False,
     channels: int = 3,
@@ -64,7 +77,7 @@ def evaluate(
         if not prepared:
             x = prepare(x, mean, std, channels_last, channels)
         with autocast_ctx(device, amp_dtype):
-            logits = tta_logits(model, x, tta_flip, tta_shift)
+            logits = tta_logits(model, x, tta_flip, tta_shift, tta_below)
         loss_sum += F.nll_loss(logits.log_softmax(1), y, reduction="sum").item()
         k = min(5, logits.shape[1])
         pred = logits.topk(k, dim=1).indices

@@ -13,15 +13,16 @@ import torch
 import torch.nn as nn
 
 from torchcls.config import TrainConfig
+from torchcls.engine.muon import Muon
+from torchcls.errors import UserError
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, no_wd_norm_bias: bool, lr: float, bias_lr_scale: float = 1.0
+    params: list[nn.Parameter], weight_decay: float, no_wd_norm_bias: bool, lr: float, bias_lr_scale: float = 1.0
 ) -> list[dict]:
     """Two groups: the weights, and the 1-d parameters (biases, norm scales and shifts). The 1-d
     ones get no weight decay with `no_wd_norm_bias`, and a learning rate of lr * `bias_lr_scale`
     with their decay divided by it (the same decay per step as without the scale)."""
-    params = [p for p in model.parameters() if p.requires_grad]
     if not no_wd_norm_bias and bias_lr_scale == 1.0:
         return [{"params": params, "weight_decay": weight_decay, "lr": lr}]
     decay = [p for p in params if p.ndim > 1]
@@ -38,10 +39,45 @@ def param_groups(
     return groups
 
 
+EARLY = "until_epoch"  # a parameter group trained only until this epoch (its rate decays to 0 by then)
+
+
+def whiten_bias(model: nn.Module) -> nn.Parameter:
+    """The bias of a model's data-set whitening first layer (SpeedNet's `whiten`)."""
+    layer = getattr(model, "whiten", None)
+    bias = getattr(layer, "bias", None)
+    if not isinstance(bias, nn.Parameter):
+        raise UserError(
+            f"--whiten-bias-epochs needs a model with a whitening first layer (speednet), not {type(model).__name__}"
+        )
+    return bias
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), AdamW or RAdam (both with decoupled weight decay: w *= 1 - lr * wd),
-    with Lookahead on top when cfg.lookahead_k > 0."""
-    groups = param_groups(model, cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale)
+    or Muon (engine/muon.py: the convolution filters, at cfg.muon_lr; SGD for the rest), with
+    Lookahead on top when cfg.lookahead_k > 0. With cfg.whiten_bias_epochs > 0 the whitening
+    layer's bias is a group of its own, trained only for that many epochs (airbench's choice)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    early = []
+    if cfg.whiten_bias_epochs > 0:
+        bias = whiten_bias(model)
+        params = [p for p in params if p is not bias]
+        early = [{"params": [bias], "lr": cfg.lr * cfg.bias_lr_scale, EARLY: cfg.whiten_bias_epochs,
+                  "weight_decay": 0.0 if cfg.no_wd_norm_bias else cfg.weight_decay / cfg.bias_lr_scale}]  # fmt: skip
+    if cfg.optimizer == "muon":
+        filters = [p for p in params if p.ndim == 4]
+        rest = [p for p in params if p.ndim != 4]
+        groups = param_groups(rest, cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale)
+        muon = [
+            {"params": filters, "lr": cfg.muon_lr, "momentum": cfg.muon_momentum, "muon": True, "weight_decay": 0.0}
+        ]
+        groups = [g for g in muon + groups + early if g["params"]]
+        opt = Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        if cfg.lookahead_k > 0:
+            add_lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha)
+        return opt
+    groups = param_groups(params, cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale) + early
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     elif cfg.optimizer == "adamw":
@@ -113,5 +149,18 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return end + (1 - end) * (1 - progress)
 
 
+def early_factor(step: int, steps_per_epoch: int, until_epoch: float) -> float:
+    """The rate multiplier of a group trained only until `until_epoch`: a linear decay from 1 at
+    step 0 to 0 there, then 0 (the parameters stay where they are)."""
+    return max(0.0, 1.0 - step / max(1.0, until_epoch * steps_per_epoch))
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, cfg: TrainConfig):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg))
+    """The run's schedule for every group, but a group trained only at the start (EARLY)."""
+
+    def rule(group):
+        if EARLY in group:
+            return lambda step: early_factor(step, steps_per_epoch, group[EARLY])
+        return lambda step: lr_factor(step, steps_per_epoch, cfg)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [rule(g) for g in optimizer.param_groups])

@@ -224,7 +224,7 @@ class Trainer:
         cfg, run = self.cfg, self.run
         return dict(mean=self.data.mean, std=self.data.std, device=self.device, amp_dtype=run.amp_dtype,
                     channels_last=run.channels_last, tta_flip=cfg.tta_flip and tta, tta_shift=cfg.tta_shift * tta,
-                    dist_info=self.dist, channels=run.step.channels)  # fmt: skip
+                    tta_below=cfg.tta_below, dist_info=self.dist, channels=run.step.channels)  # fmt: skip
 
     def _evaluate_epoch(self, epoch: int, stats: EpochStats, size: int, end) -> dict:
         cfg, data = self.cfg, self.data
