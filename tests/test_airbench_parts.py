@@ -13,6 +13,7 @@ from tests._data import needs_fmnist
 from torchcls.config import TrainConfig, build_config
 from torchcls.data.build import build_data
 from torchcls.data.loader import InMemoryLoader, alternate_flips
+from torchcls.engine.evaluate import tta_logits
 from torchcls.engine.muon import Muon, orthogonalize
 from torchcls.engine.optim import EARLY, build_optimizer, build_scheduler
 from torchcls.errors import UserError
@@ -179,8 +180,6 @@ def test_a_shortened_recipe_keeps_the_whitening_bias_share():
 
 
 def test_selective_tta_gives_the_extra_views_only_to_unsure_images():
-    from torchcls.engine.evaluate import tta_logits
-
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
     x = torch.randn(64, 3, 8, 8) * 3
