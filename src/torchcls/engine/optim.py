@@ -59,27 +59,23 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     Lookahead on top when cfg.lookahead_k > 0. With cfg.whiten_bias_epochs > 0 the whitening
     layer's bias is a group of its own, trained only for that many epochs (airbench's choice)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    early = []
-    if cfg.whiten_bias_epochs > 0:
+    early, muon = [], []
+    if cfg.whiten_bias_epochs > 0:  # the 1-d parameters' rate and decay (param_groups), in a group of its own
         bias = whiten_bias(model)
         params = [p for p in params if p is not bias]
-        early = [{"params": [bias], "lr": cfg.lr * cfg.bias_lr_scale, EARLY: cfg.whiten_bias_epochs,
-                  "weight_decay": 0.0 if cfg.no_wd_norm_bias else cfg.weight_decay / cfg.bias_lr_scale}]  # fmt: skip
-    if cfg.optimizer == "muon":
-        filters = [p for p in params if p.ndim == 4]
-        rest = [p for p in params if p.ndim != 4]
-        groups = param_groups(rest, cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale)
-        muon = [
-            {"params": filters, "lr": cfg.muon_lr, "momentum": cfg.muon_momentum, "muon": True, "weight_decay": 0.0}
-        ]
-        groups = [g for g in muon + groups + early if g["params"]]
-        opt = Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-        if cfg.lookahead_k > 0:
-            add_lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha)
-        return opt
-    groups = param_groups(params, cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale) + early
+        args = (cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale)
+        early = [{**g, EARLY: cfg.whiten_bias_epochs} for g in param_groups([bias], *args) if g["params"]]
+    if cfg.optimizer == "muon":  # the filters to Muon, the rest as for SGD
+        muon = [{"params": [p for p in params if p.ndim == 4], "lr": cfg.muon_lr, "momentum": cfg.muon_momentum,
+                 "muon": True, "weight_decay": 0.0}]  # fmt: skip
+        params = [p for p in params if p.ndim != 4]
+    groups = param_groups(params, cfg.weight_decay, cfg.no_wd_norm_bias, cfg.lr, cfg.bias_lr_scale)
+    groups = [g for g in muon + groups + early if g["params"]]
+    nesterov = cfg.nesterov and cfg.momentum > 0
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
+    elif cfg.optimizer == "muon":
+        opt = Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
     else:
