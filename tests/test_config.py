@@ -103,6 +103,19 @@ def test_recipe_file_and_flag_precedence(tmp_path):
         parse(f"--recipe {r}")
 
 
+def test_epochs_flag_rescales_a_recipes_epoch_counts(tmp_path):
+    # a recipe shortened (or lengthened) with --epochs keeps the shape of its schedule
+    path = tmp_path / "r.yaml"
+    path.write_text("arch: resnet20\nepochs: 164\nschedule: [81, 122]\nwarmup_epochs: 4\neval_every: 164\n")
+    cfg = build_config({"epochs": 10}, recipe=str(path))
+    assert (cfg.schedule, cfg.warmup_epochs, cfg.eval_every) == ([5, 7], pytest.approx(10 * 4 / 164), 10)
+    assert build_config({"epochs": 2}, recipe=str(path)).schedule == [1]  # milestones stay inside the run
+    cfg = build_config({"epochs": 10, "schedule": [3, 6], "eval_every": 2}, recipe=str(path))
+    assert (cfg.schedule, cfg.eval_every) == ([3, 6], 2)  # what the user sets wins
+    cfg = build_config({"epochs": 10}, recipe="original/cifar10-resnet110")  # refused before: milestones 81, 122
+    assert cfg.schedule == [5, 7] and cfg.epochs == 10
+
+
 def test_every_packaged_recipe_loads_and_builds():
     recipes = list_recipes()
     names = [name for name, _ in recipes]

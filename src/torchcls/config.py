@@ -240,11 +240,8 @@ def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainC
     if recipe is not None:
         values.update(load_recipe(recipe))
         values["recipe"] = recipe
-    for key in ("warmup_epochs", "whiten_bias_epochs"):
-        if "epochs" in overrides and key not in overrides and key in values:
-            # a recipe's warm-up (or early-only training), in a run shortened with --epochs, keeps its share
-            share = values[key] / max(1, values.get("epochs", overrides["epochs"]))
-            values[key] = min(values[key], share * overrides["epochs"])
+    if "epochs" in overrides and "epochs" in values:
+        _rescale_epochs(values, overrides)
     values.update(overrides)
     explicit = set(values)
     if is_folder_dataset(values.get("dataset", TrainConfig.dataset)):
@@ -252,6 +249,21 @@ def build_config(overrides: dict[str, Any], recipe: str | None = None) -> TrainC
     cfg = TrainConfig(**values)
     validate(cfg, explicit=explicit)
     return cfg
+
+
+def _rescale_epochs(values: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """A recipe's epoch-counted settings in a run whose length --epochs changes (each only where
+    the user did not set it too): the warm-up and the early-only whitening bias keep their share
+    of the run (never longer than the recipe's own); step-schedule milestones keep their share
+    (rounded, at least 1, distinct, before the end); an evaluation only at the end stays so."""
+    old, new = max(1, values["epochs"]), overrides["epochs"]
+    for key in ("warmup_epochs", "whiten_bias_epochs"):
+        if key in values and key not in overrides:
+            values[key] = min(values[key], values[key] / old * new)
+    if "schedule" in values and "schedule" not in overrides and new > 1:
+        values["schedule"] = sorted({min(new - 1, max(1, round(m * new / old))) for m in values["schedule"]})
+    if values.get("eval_every") == old and "eval_every" not in overrides:
+        values["eval_every"] = max(1, new)
 
 
 def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
