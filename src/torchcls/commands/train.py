@@ -145,7 +145,13 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
 
 def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("schedule and optimizer")
-    g.add_argument("--epochs", type=int, default=S)
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=S,
+        help="with --recipe: its warm-up, step milestones, early-only whitening bias and end-only "
+        "evaluation keep their share of the run (unless given too)",
+    )
     g.add_argument("--start-epoch", dest="start_epoch", type=int, default=S)
     g.add_argument(
         "--train-batch",
