@@ -114,6 +114,8 @@ def test_epochs_flag_rescales_a_recipes_epoch_counts(tmp_path):
     assert (cfg.schedule, cfg.eval_every) == ([3, 6], 2)  # what the user sets wins
     cfg = build_config({"epochs": 10}, recipe="original/cifar10-resnet110")  # refused before: milestones 81, 122
     assert cfg.schedule == [5, 7] and cfg.epochs == 10
+    cfg = build_config({"epochs": 1}, recipe="original/cifar10-resnet110")  # refused before: no milestone fits
+    assert cfg.schedule == [] and cfg.epochs == 1
 
 
 def test_every_packaged_recipe_loads_and_builds():
