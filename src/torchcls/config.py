@@ -255,13 +255,15 @@ def _rescale_epochs(values: dict[str, Any], overrides: dict[str, Any]) -> None:
     """A recipe's epoch-counted settings in a run whose length --epochs changes (each only where
     the user did not set it too): the warm-up and the early-only whitening bias keep their share
     of the run (never longer than the recipe's own); step-schedule milestones keep their share
-    (rounded, at least 1, distinct, before the end; none in a 1-epoch run); an evaluation only at the end stays so."""
+    (rounded, at least 1, distinct, before the end; none in a 1-epoch run); an evaluation only at
+    the end stays so."""
     old, new = max(1, values["epochs"]), overrides["epochs"]
     for key in ("warmup_epochs", "whiten_bias_epochs"):
         if key in values and key not in overrides:
             values[key] = min(values[key], values[key] / old * new)
     if "schedule" in values and "schedule" not in overrides:  # a 1-epoch run has no room for a milestone
-        values["schedule"] = sorted({min(new - 1, max(1, round(m * new / old))) for m in values["schedule"]} - {0})
+        kept = {min(new - 1, max(1, round(m * new / old))) for m in values["schedule"]}
+        values["schedule"] = sorted(kept) if new > 1 else []
     if values.get("eval_every") == old and "eval_every" not in overrides:
         values["eval_every"] = max(1, new)
 
