@@ -2,6 +2,8 @@
 
 import inspect
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,25 @@ def test_torchvision_namespace():
         assert tv in names
     m = create_model("tv_mobilenet_v3_small", num_classes=5)
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+
+
+def test_torchvision_matplotlib_and_tensorboard_are_imported_only_when_used():
+    """A fresh process: the command line and torchcls's own models import none of the three (each
+    takes seconds to import); a tv_* name still finds torchvision's model, registered on demand."""
+    code = (
+        "import sys\n"
+        "from torchcls.cli import build_parser\n"
+        "from torchcls.models import create_model, list_models\n"
+        "build_parser().parse_args(['train'])\n"
+        "create_model('speednet_mini', in_channels=1); create_model('resnet20'); create_model('resnet18')\n"
+        "heavy = ('torchvision', 'matplotlib', 'tensorboard')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(create_model('tv_resnet18', num_classes=3).fc.out_features, 'torchvision' in sys.modules)\n"
+        "print('tv_resnet50' in list_models())\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.splitlines() == ["[]", "3 True", "True"], p.stdout
 
 
 @pytest.mark.parametrize(

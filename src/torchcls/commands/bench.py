@@ -40,7 +40,6 @@ import torch
 import torch.nn as nn
 from PIL import Image
 from torch.utils.data import DataLoader
-from torchvision import transforms
 
 from torchcls.commands.train import add_train_arguments, config_from_args
 from torchcls.config import TrainConfig
@@ -189,6 +188,8 @@ def reference_workers(requested: int) -> tuple[int, str]:
 
 def reference_loop(cfg: TrainConfig, data, device, seed: int, workers: int, train: bool = True):
     """The original pytorch-classification loop. Returns (step, batches, model, dataloader)."""
+    from torchvision import transforms  # noqa: PLC0415 (the reference loop alone needs torchvision, a slow import)
+
     src = data.train if train else data.select
     size = int(src.images.shape[-1])
     torch.manual_seed(seed)

@@ -31,8 +31,6 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-import torchvision.datasets as tvd
-import torchvision.datasets.utils as tvu
 
 from ..errors import UserError
 from .base import ArrayDataset
@@ -410,7 +408,11 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def _download(spec: CifarSpec, data_dir: Path) -> None:
     """Fetch the official archive into data_dir with torchvision (url, file name and md5 from its
     CIFAR10/CIFAR100 classes). Only the download is used: torchvision would otherwise unpack the
-    archive and unpickle the batches without restriction; we read the archive ourselves."""
+    archive and unpickle the batches without restriction; we read the archive ourselves.
+    torchvision is imported here, not at the top: importing it takes seconds, and only a download needs it."""
+    import torchvision.datasets as tvd  # noqa: PLC0415
+    import torchvision.datasets.utils as tvu  # noqa: PLC0415
+
     cls = getattr(tvd, spec.torchvision_class)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -72,14 +72,20 @@ def register_model(
     return deco
 
 
-def _ensure_loaded() -> None:
-    # importing the families registers them; lazy: they import this module (a cycle), and the
-    # ImageNet family imports torchvision (over a second), which `import torchcls.models` should not
+def _ensure_loaded(torchvision: bool = True) -> None:
+    # importing the families registers them; lazy: they import this module (a cycle). torchvision's
+    # models (tv_*) only when asked for: importing torchvision takes seconds, which a run of one of
+    # torchcls's own models should not pay
     from torchcls.models import cifar, imagenet  # noqa: F401, PLC0415
+
+    if torchvision:
+        from torchcls.models.imagenet import torchvision_models  # noqa: F401, PLC0415
 
 
 def get_entry(name: str) -> ModelEntry:
-    _ensure_loaded()
+    _ensure_loaded(torchvision=False)
+    if name not in _REGISTRY:
+        _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:

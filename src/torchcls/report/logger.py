@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torch.utils.tensorboard import SummaryWriter
-
 from torchcls.report.plot import plot_run
 
 LOG_HEADER = ["Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc."]
@@ -26,6 +24,8 @@ class RunLogger:
         self.tb = None
         if tensorboard:
             try:
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (only when on: a slow import)
+
                 self.tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
             except ImportError:  # tensorboard is a dependency; tolerate its absence anyway
                 self.tb = None

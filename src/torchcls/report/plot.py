@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
-
 
 def read_metrics(path: Path) -> list[dict]:
     rows = []
@@ -26,6 +23,8 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path | None:
     rows = read_metrics(Path(run_dir) / "metrics.jsonl")
     if not rows:
         return None
+    import matplotlib  # noqa: PLC0415 (imported when drawing: it takes a second to import)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     matplotlib.use("Agg")
 

@@ -13,7 +13,6 @@ import os
 import torch.nn as nn
 
 from torchcls.errors import UserError
-from torchcls.models.imagenet.torchvision_models import PREFIX, default_weights_file
 from torchcls.models.weights import load_model_weights, safe_torch_load
 
 FIXED = {
@@ -40,6 +39,11 @@ def torchvision_name(arch: str, model_kwargs: dict) -> str | None:
 
 def pretrained_file(arch: str, model_kwargs: dict) -> str:
     """The cached torchvision weights file for -a `arch`; UserError when unknown or absent."""
+    from torchcls.models.imagenet.torchvision_models import (  # noqa: PLC0415 (imports torchvision)
+        PREFIX,
+        default_weights_file,
+    )
+
     name = arch[len(PREFIX) :] if arch.startswith(PREFIX) else torchvision_name(arch, model_kwargs)
     if name is None:
         raise UserError(
