@@ -63,7 +63,7 @@ def test_ema_is_saved_evaluated_and_resumed_exactly(tmp_path):
     cpu = torch.device("cpu")
     data = build_data(cfg, 3, 0, 1, cpu)
     last = json.loads((tmp_path / "full/metrics.jsonl").read_text().splitlines()[-1])
-    net = create_model("resnet20", num_classes=10)
+    net = create_model(cfg.arch, num_classes=10, **cfg.model_kwargs())
     net.load_state_dict(full["ema"]["state_dict"])
     res = evaluate(
         net.to(memory_format=torch.channels_last),

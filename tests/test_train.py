@@ -15,9 +15,9 @@ from torchcls.engine.checkpoint import safe_load
 from torchcls.engine.train import train
 from torchcls.errors import UserError
 
-# a tiny, fast run: a small net on a subset, two epochs
+# a tiny, fast run: a small net (the CIFAR ResNet at its smallest depth, 8) on a subset, two epochs
 TINY = (
-    "-a resnet20 --dataset fashion-mnist --train-subset 512 --test-subset 256 --train-batch 64 "
+    "-a resnet --depth 8 --dataset fashion-mnist --train-subset 512 --test-subset 256 --train-batch 64 "
     "--test-batch 256 --epochs 2 --lr 0.05 --lr-schedule cosine --manualSeed 3 --plot off "
     "--tensorboard off"
 )
@@ -53,12 +53,12 @@ def test_run_writes_every_output(tmp_path, capsys):
     assert {"valid_top5", "train_time", "images_per_s"} <= rows[0].keys()
     assert (run / "log.png").stat().st_size > 1000
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert "arch: resnet20" in (run / "config.yaml").read_text()
+    assert "arch: resnet\n" in (run / "config.yaml").read_text() and "depth: 8\n" in (run / "config.yaml").read_text()
     res = json.loads((run / "results.json").read_text())
     assert res["epochs"] == 2 and res["hardware"]["torch"] == torch.__version__
     assert res["final"]["top1"] == pytest.approx(rows[-1]["valid_acc"])
     ck = safe_load(run / "checkpoint.pth.tar")  # weights_only=True
-    assert ck["epoch"] == 2 and ck["arch"] == "resnet20" and ck["num_classes"] == 10
+    assert ck["epoch"] == 2 and ck["arch"] == "resnet" and ck["num_classes"] == 10
     assert len(ck["classes"]) == 10 and len(ck["mean"]) == 1 and ck["input_size"] == 32
     assert {"optimizer", "scheduler", "scaler", "rng", "best_acc", "config"} <= ck.keys()
     assert (run / "model_best.pth.tar").is_file()
@@ -126,7 +126,7 @@ def stop_after_first_epoch_then_resume(cmd: str, run: Path) -> None:
 )
 def test_resume_equals_uninterrupted(tmp_path, schedule):
     cmd = TINY.replace("--epochs 2", "--epochs 3").replace("cosine", schedule) + " --drop 0.2"
-    cmd = cmd.replace("-a resnet20", "-a wrn --depth 10 --widen-factor 1")  # dropout: the RNG must resume too
+    cmd = cmd.replace("-a resnet --depth 8", "-a wrn --depth 10 --widen-factor 1")  # dropout: the RNG must resume too
     train(cfg_of(cmd, tmp_path / "full"), log=lambda *a: None)
     run = tmp_path / "stopped"
     stop_after_first_epoch_then_resume(cmd, run)
@@ -144,7 +144,7 @@ def test_eval_command_uses_the_checkpoint_alone(tmp_path, capsys):
     rc = main(["eval", str(run / "model_best.pth.tar"), "--json"])
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["count"] == 10_000 and res["arch"] == "resnet20" and 0 <= res["top5"] <= 100
+    assert res["count"] == 10_000 and res["arch"] == "resnet" and 0 <= res["top5"] <= 100
     assert res["top5"] >= res["top1"]
     rc = main(["eval", str(run / "model_best.pth.tar"), "--tta-flip", "--limit", "1000"])
     assert rc == 0 and "top-1" in capsys.readouterr().out
