@@ -22,7 +22,7 @@
 #   TORCHCLS_DATA        data folder (default ../shared/data from the repository root): CIFAR-10 as
 #                        cifar-10-batches-py.tar.xz (or unpacked); Fashion-MNIST is looked for there
 #                        (also in fashion-mnist/ and FashionMNIST/raw/) and in the system folder
-#   GPU_CHECK_QUICK=1    tiny sizes (a few steps, 1 epoch on 512 images) to test the script itself
+#   GPU_CHECK_QUICK=1    tiny sizes (a few steps, 1 epoch on 256-512 images) to test the script itself
 #   GPU_CHECK_DEVICE     auto (default: cuda when there is one) | cuda | cpu; the CUDA-only part
 #                        (cuda_tests) is reported as skipped on cpu
 #   GPU_CHECK_BUDGET     seconds for the whole check (default 470); each part's timeout is cut to
@@ -406,7 +406,7 @@ say "mode $MODE, device $DEVICE; GPU: $GPU_LINE; torch $TORCH; output in $OUT"
 if [ "$QUICK" = 1 ]; then
     BENCH_SIZE=(--train-batch 64 --train-subset 512 --steps 2 --windows 1 --warmup 1 -j 1 --threads 1)
     MAIN_SIZE=(--epochs 1 --train-subset 512 --test-subset 256 --threads 1)
-    SPEEDNET_SIZE=(--epochs 1 --warmup-epochs 0.5 --train-subset 512 --test-subset 256 --train-batch 256 --threads 1)
+    SPEEDNET_SIZE=(--epochs 1 --warmup-epochs 0.5 --train-subset 256 --test-subset 128 --train-batch 128 --threads 1)
 else
     BENCH_SIZE=(--train-batch 512)
     MAIN_SIZE=()

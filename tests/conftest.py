@@ -26,9 +26,17 @@ def woof(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """Image stores built by the tests go to a temporary cache folder, never the user's ~/.cache."""
+    """Image stores and decoded archives made by the tests go to a temporary cache folder, never the
+    user's ~/.cache; one folder for all pytest-xdist workers of a run (the folder above each worker's
+    own), so CIFAR-10's archive is decoded once per run, not once per worker (cache files are
+    written atomically, so workers writing the same one at once are safe)."""
     old = os.environ.get("TORCHCLS_CACHE")
-    os.environ["TORCHCLS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "shared-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("cache")
+    os.environ["TORCHCLS_CACHE"] = str(cache)
     yield
     if old is None:
         os.environ.pop("TORCHCLS_CACHE", None)
