@@ -7,6 +7,8 @@ with faults injected from outside the package, through its public seams:
                           on a torchrun job's first attempt only (TORCHELASTIC_RESTART_COUNT 0)
   --slow-save SECONDS     sleep between writing a checkpoint's temporary file and renaming it over
                           the old one (wraps os.replace), to kill a process inside that window
+  --slow-eval N SECONDS   sleep at the start of this process's Nth evaluation (wraps the trainer's
+                          evaluate), to kill a process during an epoch's evaluation
 
 Works under torchrun (`torchrun ... tests/launch.py ...`) and with plain python.
 """
@@ -67,6 +69,18 @@ def install_slow_save(seconds: float) -> None:
     os.replace = slow_replace
 
 
+def install_slow_eval(nth: int, seconds: float) -> None:
+    evaluate, calls = train_mod.evaluate, []
+
+    def slow_evaluate(*a, **kw):
+        calls.append(1)
+        if len(calls) == nth:
+            time.sleep(seconds)
+        return evaluate(*a, **kw)
+
+    train_mod.evaluate = slow_evaluate
+
+
 def main() -> int:
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
@@ -74,6 +88,7 @@ def main() -> int:
     p.add_argument("--dump-weights", type=Path)
     p.add_argument("--crash-after-epoch", type=int)
     p.add_argument("--slow-save", type=float)
+    p.add_argument("--slow-eval", type=float, nargs=2)
     faults = p.parse_args(argv[:split])
     if faults.dump_weights:
         install_dump(faults.dump_weights)
@@ -81,6 +96,8 @@ def main() -> int:
         install_crash(faults.crash_after_epoch)
     if faults.slow_save:
         install_slow_save(faults.slow_save)
+    if faults.slow_eval:
+        install_slow_eval(int(faults.slow_eval[0]), faults.slow_eval[1])
     return cli.main(argv[split + 1 :])
 
 

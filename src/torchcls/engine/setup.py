@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from torchcls import __version__
-from torchcls.config import TrainConfig
+from torchcls.config import MODEL_KWARGS, TrainConfig
 from torchcls.engine.distributed import SINGLE, DistInfo
 from torchcls.engine.ema import ModelEma
 from torchcls.engine.optim import build_optimizer, build_scheduler
@@ -194,7 +194,16 @@ def check_compatible(state: dict, cfg: TrainConfig, num_classes: int, path) -> N
     """A checkpoint to resume must hold this run's architecture and class count."""
     arch = state.get("arch")
     if arch is not None and arch != cfg.arch:
-        raise UserError(f"{path} holds a {arch} model but this run is -a {cfg.arch}; pass -a {arch} or start a new run")
+        run_cfg = state.get("config") or {}
+        flags = "".join(  # a family entry's own flags too (-a resnet --depth 8): what rebuilds this model
+            f" --{'drop' if k == 'drop_rate' else k.replace('_', '-')} {run_cfg[k]}"
+            for k in MODEL_KWARGS
+            if run_cfg.get(k) is not None
+        )
+        raise UserError(
+            f"{path} holds a {arch}{flags} model but this run is -a {cfg.arch}; "
+            f"pass -a {arch}{flags} or start a new run"
+        )
     n = state.get("num_classes")
     if n is not None and n != num_classes:
         raise UserError(
