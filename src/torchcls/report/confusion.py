@@ -66,7 +66,7 @@ def read_confusion_csv(path: Path) -> tuple[list[str], torch.Tensor]:
 def plot_confusion(path: Path, matrix: torch.Tensor, classes: list[str], title: str = "") -> Path:
     """A heat map of the matrix, each row scaled to its class's share (the diagonal is per-class
     recall), with the counts written in the cells when there are few classes."""
-    import matplotlib  # noqa: PLC0415 (imported when drawing: it takes a second to import)
+    import matplotlib  # noqa: PLC0415 (imported when drawing: a slow import)
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     matplotlib.use("Agg")

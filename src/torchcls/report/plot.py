@@ -23,7 +23,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path | None:
     rows = read_metrics(Path(run_dir) / "metrics.jsonl")
     if not rows:
         return None
-    import matplotlib  # noqa: PLC0415 (imported when drawing: it takes a second to import)
+    import matplotlib  # noqa: PLC0415 (imported when drawing: a slow import)
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     matplotlib.use("Agg")
