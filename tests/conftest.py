@@ -28,8 +28,9 @@ def woof(tmp_path_factory):
 def private_cache(tmp_path_factory):
     """Image stores and decoded archives made by the tests go to a temporary cache folder, never the
     user's ~/.cache; one folder for all pytest-xdist workers of a run (the folder above each worker's
-    own), so CIFAR-10's archive is decoded once per run, not once per worker (cache files are
-    written atomically, so workers writing the same one at once are safe)."""
+    own), so CIFAR-10's archive decoded by one worker is read back by the other (cache files are
+    written atomically: two workers that miss it at the same moment both decode it, and both
+    writes are whole)."""
     old = os.environ.get("TORCHCLS_CACHE")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         cache = tmp_path_factory.getbasetemp().parent / "shared-cache"

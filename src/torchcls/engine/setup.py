@@ -194,11 +194,11 @@ def check_compatible(state: dict, cfg: TrainConfig, num_classes: int, path) -> N
     """A checkpoint to resume must hold this run's architecture and class count."""
     arch = state.get("arch")
     if arch is not None and arch != cfg.arch:
-        run_cfg = state.get("config") or {}
-        flags = "".join(  # a family entry's own flags too (-a resnet --depth 8): what rebuilds this model
-            f" --{'drop' if k == 'drop_rate' else k.replace('_', '-')} {run_cfg[k]}"
+        kwargs = state.get("model_kwargs") or {}  # what rebuilds the model (as eval does)
+        flags = "".join(  # a family entry's own flags too: -a resnet --depth 8
+            f" --{'drop' if k == 'drop_rate' else k.replace('_', '-')} {kwargs[k]}"
             for k in MODEL_KWARGS
-            if run_cfg.get(k) is not None
+            if kwargs.get(k) is not None
         )
         raise UserError(
             f"{path} holds a {arch}{flags} model but this run is -a {cfg.arch}; "
