@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from torchcls.config import TrainConfig, build_config
-from torchcls.engine.optim import COUNT, SLOW, build_optimizer, lr_factor
+from torchcls.engine.optim import COUNT, SLOW, build_optimizer, cubic_alpha, lr_factor
 from torchcls.engine.step import TrainStep
 from torchcls.errors import UserError
 
@@ -42,16 +42,23 @@ def test_optimizer_choice(name, cls):
         assert opt.defaults["decoupled_weight_decay"] is True
 
 
-def test_lookahead_follows_its_definition():
+@pytest.mark.parametrize("schedule", ["constant", "cubic"])
+def test_lookahead_follows_its_definition(schedule):
     """Run plain RAdam and RAdam + Lookahead(k=3, alpha=0.5) side by side on the same batches and
-    redo Lookahead's arithmetic by hand on the plain one's weights."""
-    k, alpha = 3, 0.5
+    redo Lookahead's arithmetic by hand on the plain one's weights. The cubic schedule (airbench's)
+    syncs at step k of T with alpha 1 - (1 - 0.5) * (k / T)^3 and averages BatchNorm's statistics too."""
+    k, end, total = 3, 0.5, 4
+    alpha = end if schedule == "constant" else 1 - (1 - end) * (k / total) ** 3  # 0.789 for the cubic one
     net_la, net_ref = _net(), _net()
-    opt_la = build_optimizer(net_la, TrainConfig(optimizer="radam", lr=0.01, lookahead_k=k, lookahead_alpha=alpha))
+    cfg = TrainConfig(optimizer="radam", lr=0.01, lookahead_k=k, lookahead_alpha=end, lookahead_schedule=schedule)
+    opt_la = build_optimizer(net_la, cfg, total)
     opt_ref = build_optimizer(net_ref, TrainConfig(optimizer="radam", lr=0.01))
     start = [p.detach().clone() for p in net_la.parameters()]
-    _steps(net_la, opt_la, k - 1)
-    _steps(net_ref, opt_ref, k - 1)
+    _steps(net_la, opt_la, 1)
+    _steps(net_ref, opt_ref, 1)
+    bn0 = copy.deepcopy(net_la[1])  # the slow statistics start where the first step found them (after its forward)
+    _steps(net_la, opt_la, k - 2, seed=2)
+    _steps(net_ref, opt_ref, k - 2, seed=2)
     for a, b in zip(net_la.parameters(), net_ref.parameters(), strict=True):  # no sync yet: identical
         assert torch.equal(a, b)
     g = torch.Generator().manual_seed(9)
@@ -63,6 +70,10 @@ def test_lookahead_follows_its_definition():
     for p, p_ref, s0 in zip(net_la.parameters(), net_ref.parameters(), start, strict=True):
         expect = s0 + alpha * (p_ref - s0)  # the k-th step: slow moves half way, fast restarts there
         torch.testing.assert_close(p, expect)
+    bn_la, bn_ref = net_la[1], net_ref[1]  # running statistics: averaged by the cubic schedule only
+    for name in ("running_mean", "running_var"):
+        b, b_ref, b0 = getattr(bn_la, name), getattr(bn_ref, name), getattr(bn0, name)
+        torch.testing.assert_close(b, b0 + alpha * (b_ref - b0) if schedule == "cubic" else b_ref)
     assert opt_la.param_groups[0][COUNT] == k
     assert all(torch.equal(s, p) for s, p in zip(opt_la.param_groups[0][SLOW], net_la[0].parameters(), strict=False))
 
@@ -83,6 +94,14 @@ def test_lookahead_resumes_exactly_from_a_state_dict():
         assert torch.equal(a, b)
 
 
+def test_cubic_lookahead_schedule_runs_from_one_to_its_end():
+    a = cubic_alpha(0.226, 400)
+    assert a(0) == 1.0 and a(400) == pytest.approx(0.226) and a(200) == pytest.approx(1 - 0.774 / 8)
+    assert all(a(t) >= a(t + 5) for t in range(0, 400, 5))
+    with pytest.raises(ValueError, match="total_steps"):  # the schedule needs the run's length
+        build_optimizer(_net(), TrainConfig(optimizer="sgd", lookahead_k=5, lookahead_schedule="cubic"))
+
+
 def test_flatcos_holds_then_anneals():
     cfg = TrainConfig(epochs=10, lr_schedule="flatcos", anneal_start=0.6, warmup_epochs=1)
     spe = 10
@@ -95,6 +114,7 @@ def test_flatcos_holds_then_anneals():
 
 def test_bad_optimizer_settings_are_one_line_errors():
     for over in ({"optimizer": "lion"}, {"betas": [0.9, 1.2]}, {"lookahead_k": -1}, {"anneal_start": 1.0},
+                 {"lookahead_schedule": "linear"},
                  {"mixup": -0.2}):  # fmt: skip
         with pytest.raises(UserError):
             build_config({"arch": "resnet20", **over})

@@ -95,6 +95,9 @@ class TrainConfig:
     adam_eps: float = 1e-8
     lookahead_k: int = 0  # > 0: Lookahead (engine/optim.py) every k steps; radam + lookahead = "Ranger"
     lookahead_alpha: float = 0.5
+    # constant: alpha at every sync; cubic (airbench94's): 1 - (1 - alpha) * (t / T)^3 at step t of T,
+    # no averaging at the start, --lookahead-alpha at the end
+    lookahead_schedule: str = "constant"
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -290,6 +293,8 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"--optimizer must be {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas) or cfg.adam_eps <= 0:
         bad(f"--betas must be two numbers in [0, 1) and --adam-eps positive, got {cfg.betas} and {cfg.adam_eps}")
+    if cfg.lookahead_schedule not in ("constant", "cubic"):
+        bad(f"--lookahead-schedule must be constant or cubic, got {cfg.lookahead_schedule!r}")
     if cfg.lookahead_k < 0 or not 0 < cfg.lookahead_alpha <= 1:
         bad(
             f"--lookahead-k must be >= 0 and --lookahead-alpha in (0, 1], "

@@ -211,6 +211,14 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
         "and restart from them (0: off; with --optimizer radam this is Ranger)",
     )
     g.add_argument("--lookahead-alpha", dest="lookahead_alpha", type=float, default=S)
+    g.add_argument(
+        "--lookahead-schedule",
+        dest="lookahead_schedule",
+        choices=["constant", "cubic"],
+        default=S,
+        help="constant: --lookahead-alpha at every sync (default); cubic (airbench94's): from 1 (no "
+        "averaging) at the start to --lookahead-alpha at the end, 1 - (1 - alpha) * progress^3",
+    )
     g.add_argument("--momentum", type=float, default=S)
     _switch(g, "--nesterov")
     g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=S)

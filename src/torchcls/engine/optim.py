@@ -8,6 +8,7 @@ gamma at the start of each listed (0-based) epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -53,11 +54,12 @@ def whiten_bias(model: nn.Module) -> nn.Parameter:
     return bias
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int | None = None) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), AdamW or RAdam (both with decoupled weight decay: w *= 1 - lr * wd),
     or Muon (engine/muon.py: the convolution filters, at cfg.muon_lr; SGD for the rest), with
     Lookahead on top when cfg.lookahead_k > 0. With cfg.whiten_bias_epochs > 0 the whitening
-    layer's bias is a group of its own, trained only for that many epochs (airbench's choice)."""
+    layer's bias is a group of its own, trained only for that many epochs (airbench's choice).
+    `total_steps` (the run's optimizer steps) is needed by the cubic Lookahead schedule only."""
     params = [p for p in model.parameters() if p.requires_grad]
     early, muon = [], []
     if cfg.whiten_bias_epochs > 0:  # the 1-d parameters' rate and decay (param_groups), in a group of its own
@@ -83,18 +85,41 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, decoupled_weight_decay=True
         )
     if cfg.lookahead_k > 0:
-        add_lookahead(opt, cfg.lookahead_k, cfg.lookahead_alpha)
+        alpha, buffers = cfg.lookahead_alpha, []
+        if cfg.lookahead_schedule == "cubic":
+            if not total_steps:
+                raise ValueError("the cubic Lookahead schedule needs the run's total_steps")
+            alpha = cubic_alpha(cfg.lookahead_alpha, total_steps)
+            buffers = [b for b in model.buffers() if b.is_floating_point()]  # airbench averages them too
+        add_lookahead(opt, cfg.lookahead_k, alpha, buffers)
     return opt
 
 
+def cubic_alpha(end: float, total_steps: int):
+    """airbench94's Lookahead schedule as alpha(step): 1 - (1 - end) * (step / total)^3, so the slow
+    weights follow the fast ones at the start (alpha 1: no averaging) and average more as the
+    learning rate falls, `end` at the last step (airbench: 1 - 0.95^5, every 5 steps). With it, as
+    in airbench, the model's floating-point buffers (BatchNorm's running statistics) are averaged
+    along with the weights."""
+    return lambda step: 1 - (1 - end) * min(1.0, step / total_steps) ** 3
+
+
 SLOW = "lookahead_slow"  # in each parameter group: its parameters' slow weights
+SLOW_BUFFERS = "lookahead_slow_buffers"  # in the first parameter group: the averaged buffers' slow copies
 COUNT = "lookahead_steps"  # in the first parameter group: optimizer steps taken
 
 
-def add_lookahead(optimizer: torch.optim.Optimizer, k: int, alpha: float):
+def add_lookahead(
+    optimizer: torch.optim.Optimizer,
+    k: int,
+    alpha: float | Callable[[int], float],
+    buffers: list[torch.Tensor] = (),
+):
     """Lookahead (Zhang et al., 2019): after every k-th step of `optimizer`, the slow weights move
     alpha of the way towards the fast ones, slow += alpha * (fast - slow), and the fast weights
-    restart from them; the slow weights start as the run's initial weights. Built on the
+    restart from them; the slow weights start as the run's initial weights. `alpha` is a number or
+    a function of the optimizer steps taken (cubic_alpha); `buffers` (tensors outside the
+    optimizer, such as BatchNorm statistics) are averaged the same way. Built on the
     optimizer's public step hooks. The slow weights and the step count are extra keys of its
     parameter groups, so its state_dict (and so a checkpoint) carries them and a resumed run
     continues exactly, while the optimizer's own per-parameter state stays untouched. A step that
@@ -105,6 +130,8 @@ def add_lookahead(optimizer: torch.optim.Optimizer, k: int, alpha: float):
         for group in opt.param_groups:
             if SLOW not in group:  # a fresh run (a resumed one brings them from its checkpoint)
                 group[SLOW] = [p.detach().clone() for p in group["params"]]
+        if buffers and SLOW_BUFFERS not in opt.param_groups[0]:
+            opt.param_groups[0][SLOW_BUFFERS] = [b.detach().clone() for b in buffers]
 
     @torch.no_grad()
     def after_step(opt, args, kwargs):
@@ -112,12 +139,15 @@ def add_lookahead(optimizer: torch.optim.Optimizer, k: int, alpha: float):
         first[COUNT] = first.get(COUNT, 0) + 1
         if first[COUNT] % k:
             return
-        for group in opt.param_groups:
-            slows = group[SLOW]
-            for i, (p, slow) in enumerate(zip(group["params"], slows, strict=True)):
+        a = alpha(first[COUNT]) if callable(alpha) else alpha
+        pairs = [(group["params"], group[SLOW]) for group in opt.param_groups]
+        if buffers:
+            pairs.append((buffers, first[SLOW_BUFFERS]))
+        for fasts, slows in pairs:
+            for i, (p, slow) in enumerate(zip(fasts, slows, strict=True)):
                 if slow.device != p.device or slow.dtype != p.dtype:  # loaded onto another device
                     slows[i] = slow = slow.to(device=p.device, dtype=p.dtype)
-                slow.lerp_(p, alpha)
+                slow.lerp_(p, a)
                 p.copy_(slow)
 
     optimizer.register_step_pre_hook(before_step)
