@@ -76,22 +76,29 @@ def test_lookahead_follows_its_definition(schedule):
         torch.testing.assert_close(b, b0 + alpha * (b_ref - b0) if schedule == "cubic" else b_ref)
     assert opt_la.param_groups[0][COUNT] == k
     assert all(torch.equal(s, p) for s, p in zip(opt_la.param_groups[0][SLOW], net_la[0].parameters(), strict=False))
+    synced = copy.deepcopy(net_la.state_dict())
+    _steps(net_la, opt_la, 1, seed=3)  # step 4 = T, between syncs: the cubic run ends on the averaged weights
+    for name, value in net_la.state_dict().items():
+        if value.is_floating_point():
+            assert torch.equal(value, synced[name]) == (schedule == "cubic"), name
 
 
-def test_lookahead_resumes_exactly_from_a_state_dict():
-    cfg = TrainConfig(optimizer="radam", lr=0.01, lookahead_k=4, lookahead_alpha=0.5, no_wd_norm_bias=True)
+@pytest.mark.parametrize("schedule", ["constant", "cubic"])
+def test_lookahead_resumes_exactly_from_a_state_dict(schedule):
+    cfg = TrainConfig(optimizer="radam", lr=0.01, lookahead_k=4, lookahead_alpha=0.5, no_wd_norm_bias=True,
+                      lookahead_schedule=schedule)  # fmt: skip
     net = _net()
-    opt = build_optimizer(net, cfg)
+    opt = build_optimizer(net, cfg, 20)
     _steps(net, opt, 6)
     saved_net, saved_opt = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
     _steps(net, opt, 7, seed=5)  # the uninterrupted run: steps 7..13 (syncs at 8 and 12)
     net2 = _net()
     net2.load_state_dict(saved_net)
-    opt2 = build_optimizer(net2, cfg)
+    opt2 = build_optimizer(net2, cfg, 20)
     opt2.load_state_dict(saved_opt)
     _steps(net2, opt2, 7, seed=5)
-    for a, b in zip(net.parameters(), net2.parameters(), strict=True):
-        assert torch.equal(a, b)
+    for (name, a), b in zip(net.state_dict().items(), net2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # weights and, for the cubic schedule, its averaged BatchNorm statistics
 
 
 def test_cubic_lookahead_schedule_runs_from_one_to_its_end():
@@ -114,7 +121,7 @@ def test_flatcos_holds_then_anneals():
 
 def test_bad_optimizer_settings_are_one_line_errors():
     for over in ({"optimizer": "lion"}, {"betas": [0.9, 1.2]}, {"lookahead_k": -1}, {"anneal_start": 1.0},
-                 {"lookahead_schedule": "linear"},
+                 {"lookahead_schedule": "linear"}, {"lookahead_schedule": "cubic"},
                  {"mixup": -0.2}):  # fmt: skip
         with pytest.raises(UserError):
             build_config({"arch": "resnet20", **over})

@@ -295,6 +295,8 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"--betas must be two numbers in [0, 1) and --adam-eps positive, got {cfg.betas} and {cfg.adam_eps}")
     if cfg.lookahead_schedule not in ("constant", "cubic"):
         bad(f"--lookahead-schedule must be constant or cubic, got {cfg.lookahead_schedule!r}")
+    if cfg.lookahead_schedule == "cubic" and cfg.lookahead_k <= 0:
+        bad("--lookahead-schedule cubic needs --lookahead-k K (the steps between syncs, airbench: 5)")
     if cfg.lookahead_k < 0 or not 0 < cfg.lookahead_alpha <= 1:
         bad(
             f"--lookahead-k must be >= 0 and --lookahead-alpha in (0, 1], "

@@ -91,7 +91,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int | None 
                 raise ValueError("the cubic Lookahead schedule needs the run's total_steps")
             alpha = cubic_alpha(cfg.lookahead_alpha, total_steps)
             buffers = [b for b in model.buffers() if b.is_floating_point()]  # airbench averages them too
-        add_lookahead(opt, cfg.lookahead_k, alpha, buffers)
+        add_lookahead(opt, cfg.lookahead_k, alpha, buffers, total_steps if cfg.lookahead_schedule == "cubic" else None)
     return opt
 
 
@@ -114,12 +114,14 @@ def add_lookahead(
     k: int,
     alpha: float | Callable[[int], float],
     buffers: list[torch.Tensor] = (),
+    last_step: int | None = None,
 ):
     """Lookahead (Zhang et al., 2019): after every k-th step of `optimizer`, the slow weights move
     alpha of the way towards the fast ones, slow += alpha * (fast - slow), and the fast weights
     restart from them; the slow weights start as the run's initial weights. `alpha` is a number or
     a function of the optimizer steps taken (cubic_alpha); `buffers` (tensors outside the
-    optimizer, such as BatchNorm statistics) are averaged the same way. Built on the
+    optimizer, such as BatchNorm statistics) are averaged the same way. At `last_step`, when it is
+    not a sync, the weights take the slow ones as they are (airbench's final copy). Built on the
     optimizer's public step hooks. The slow weights and the step count are extra keys of its
     parameter groups, so its state_dict (and so a checkpoint) carries them and a resumed run
     continues exactly, while the optimizer's own per-parameter state stays untouched. A step that
@@ -133,17 +135,22 @@ def add_lookahead(
         if buffers and SLOW_BUFFERS not in opt.param_groups[0]:
             opt.param_groups[0][SLOW_BUFFERS] = [b.detach().clone() for b in buffers]
 
+    def _pairs(opt):
+        pairs = [(group["params"], group[SLOW]) for group in opt.param_groups]
+        return pairs + [(buffers, opt.param_groups[0][SLOW_BUFFERS])] if buffers else pairs
+
     @torch.no_grad()
     def after_step(opt, args, kwargs):
         first = opt.param_groups[0]
         first[COUNT] = first.get(COUNT, 0) + 1
         if first[COUNT] % k:
+            if first[COUNT] == last_step:  # the end between two syncs: keep the averaged weights
+                for fasts, slows in _pairs(opt):
+                    for p, slow in zip(fasts, slows, strict=True):
+                        p.copy_(slow)
             return
         a = alpha(first[COUNT]) if callable(alpha) else alpha
-        pairs = [(group["params"], group[SLOW]) for group in opt.param_groups]
-        if buffers:
-            pairs.append((buffers, first[SLOW_BUFFERS]))
-        for fasts, slows in pairs:
+        for fasts, slows in _pairs(opt):
             for i, (p, slow) in enumerate(zip(fasts, slows, strict=True)):
                 if slow.device != p.device or slow.dtype != p.dtype:  # loaded onto another device
                     slows[i] = slow = slow.to(device=p.device, dtype=p.dtype)
