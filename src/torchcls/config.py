@@ -31,6 +31,7 @@ RECIPE_FOLDER = "recipes"
 RECIPE_SUFFIX = ".yaml"
 MAIN_RECIPE = "main"
 OPTIMIZERS = ("sgd", "adamw", "radam", "muon")
+LOOKAHEAD_SCHEDULES = ("constant", "cubic")
 
 # model keyword arguments and the config fields that carry them (the original's flags)
 MODEL_KWARGS = (
@@ -293,8 +294,8 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"--optimizer must be {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas) or cfg.adam_eps <= 0:
         bad(f"--betas must be two numbers in [0, 1) and --adam-eps positive, got {cfg.betas} and {cfg.adam_eps}")
-    if cfg.lookahead_schedule not in ("constant", "cubic"):
-        bad(f"--lookahead-schedule must be constant or cubic, got {cfg.lookahead_schedule!r}")
+    if cfg.lookahead_schedule not in LOOKAHEAD_SCHEDULES:
+        bad(f"--lookahead-schedule must be {' or '.join(LOOKAHEAD_SCHEDULES)}, got {cfg.lookahead_schedule!r}")
     if cfg.lookahead_schedule == "cubic" and cfg.lookahead_k <= 0:
         bad("--lookahead-schedule cubic needs --lookahead-k K (the steps between syncs, airbench: 5)")
     if cfg.lookahead_k < 0 or not 0 < cfg.lookahead_alpha <= 1:

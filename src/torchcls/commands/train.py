@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from torchcls.commands.eval import evaluate_checkpoint, format_result
-from torchcls.config import OPTIMIZERS, TrainConfig, build_config
+from torchcls.config import LOOKAHEAD_SCHEDULES, OPTIMIZERS, TrainConfig, build_config
 from torchcls.engine.train import train
 from torchcls.errors import UserError
 
@@ -214,7 +214,7 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--lookahead-schedule",
         dest="lookahead_schedule",
-        choices=["constant", "cubic"],
+        choices=list(LOOKAHEAD_SCHEDULES),
         default=S,
         help="constant: --lookahead-alpha at every sync (default); cubic (airbench94's): from 1 (no "
         "averaging) at the start to --lookahead-alpha at the end, 1 - (1 - alpha) * progress^3",

@@ -85,13 +85,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int | None 
             groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, decoupled_weight_decay=True
         )
     if cfg.lookahead_k > 0:
-        alpha, buffers = cfg.lookahead_alpha, []
+        alpha, buffers, last_step = cfg.lookahead_alpha, [], None
         if cfg.lookahead_schedule == "cubic":
             if not total_steps:
                 raise ValueError("the cubic Lookahead schedule needs the run's total_steps")
-            alpha = cubic_alpha(cfg.lookahead_alpha, total_steps)
+            alpha, last_step = cubic_alpha(cfg.lookahead_alpha, total_steps), total_steps
             buffers = [b for b in model.buffers() if b.is_floating_point()]  # airbench averages them too
-        add_lookahead(opt, cfg.lookahead_k, alpha, buffers, total_steps if cfg.lookahead_schedule == "cubic" else None)
+        add_lookahead(opt, cfg.lookahead_k, alpha, buffers, last_step)
     return opt
 
 
@@ -135,22 +135,20 @@ def add_lookahead(
         if buffers and SLOW_BUFFERS not in opt.param_groups[0]:
             opt.param_groups[0][SLOW_BUFFERS] = [b.detach().clone() for b in buffers]
 
-    def _pairs(opt):
-        pairs = [(group["params"], group[SLOW]) for group in opt.param_groups]
-        return pairs + [(buffers, opt.param_groups[0][SLOW_BUFFERS])] if buffers else pairs
-
     @torch.no_grad()
     def after_step(opt, args, kwargs):
         first = opt.param_groups[0]
         first[COUNT] = first.get(COUNT, 0) + 1
-        if first[COUNT] % k:
-            if first[COUNT] == last_step:  # the end between two syncs: keep the averaged weights
-                for fasts, slows in _pairs(opt):
-                    for p, slow in zip(fasts, slows, strict=True):
-                        p.copy_(slow)
+        if first[COUNT] % k == 0:
+            a = alpha(first[COUNT]) if callable(alpha) else alpha
+        elif first[COUNT] == last_step:  # the end between two syncs: the weights take the slow ones (a = 0)
+            a = 0.0
+        else:
             return
-        a = alpha(first[COUNT]) if callable(alpha) else alpha
-        for fasts, slows in _pairs(opt):
+        pairs = [(group["params"], group[SLOW]) for group in opt.param_groups]
+        if buffers:
+            pairs.append((buffers, first[SLOW_BUFFERS]))
+        for fasts, slows in pairs:
             for i, (p, slow) in enumerate(zip(fasts, slows, strict=True)):
                 if slow.device != p.device or slow.dtype != p.dtype:  # loaded onto another device
                     slows[i] = slow = slow.to(device=p.device, dtype=p.dtype)
