@@ -38,6 +38,27 @@ def test_orthogonalize_flattens_the_spectrum_and_keeps_the_directions():
         assert off.abs().max() < 1e-3 and torch.diagonal(core).min() > 0
 
 
+def test_orthogonalize_in_bfloat16_stays_close_to_float32():
+    """--muon-ns-dtype auto runs the iteration in bf16 under bf16 autocast: the same map within bf16's rounding."""
+    g = torch.Generator().manual_seed(0)
+    for shape in ((64, 576), (576, 64)):
+        m = torch.randn(shape, generator=g)
+        o32, o16 = orthogonalize(m), orthogonalize(m, dtype=torch.bfloat16)
+        assert o16.dtype == torch.float32  # returned in the gradient's dtype
+        assert (o16 - o32).norm() / o32.norm() < 0.03
+
+
+@pytest.mark.parametrize(
+    ("setting", "amp", "expect"),
+    [("auto", torch.bfloat16, torch.bfloat16), ("auto", None, torch.float32), ("auto", torch.float16, torch.float32),
+     ("fp32", torch.bfloat16, torch.float32)],
+)  # fmt: skip
+def test_muon_ns_dtype_follows_the_runs_autocast_only_when_asked(setting, amp, expect):
+    cfg = TrainConfig(arch="speednet_mini", optimizer="muon", muon_ns_dtype=setting)
+    opt = build_optimizer(create_model("speednet_mini", num_classes=10, in_channels=1), cfg, amp_dtype=amp)
+    assert opt.ns_dtype == expect
+
+
 def _pair(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
@@ -78,8 +99,10 @@ def test_muon_groups_follow_the_algorithm_and_sgd_groups_equal_torch_sgd():
             torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-7)
 
 
-def test_muon_resumes_exactly_from_a_state_dict():
-    cfg = TrainConfig(arch="speednet_mini", optimizer="muon", lr=0.5, bias_lr_scale=8, epochs=4, whiten_bias_epochs=1)
+@pytest.mark.parametrize("lookahead_k", [0, 3])  # 3: Muon under Lookahead, as imagewoof-128-5ep trains
+def test_muon_resumes_exactly_from_a_state_dict(lookahead_k):
+    cfg = TrainConfig(arch="speednet_mini", optimizer="muon", lr=0.5, bias_lr_scale=8, epochs=4, whiten_bias_epochs=1,
+                      lookahead_k=lookahead_k)  # fmt: skip
     net = create_model("speednet_mini", num_classes=10, in_channels=1)
 
     def steps(n, opt, sched, model, seed):
@@ -168,7 +191,8 @@ def test_alternating_flips_replace_random_ones_in_the_run():
 def test_bad_airbench_settings_are_one_line_errors():
     for over in ({"flip_alternate": True, "flip": False}, {"flip_alternate": True, "dataset": "imagenet"},
                  {"whiten_bias_epochs": -1}, {"optimizer": "muon", "muon_lr": 0},
-                 {"optimizer": "muon", "muon_momentum": 1.0}):  # fmt: skip
+                 {"optimizer": "muon", "muon_momentum": 1.0},
+                 {"optimizer": "muon", "muon_ns_dtype": "bf16"}):  # fmt: skip
         with pytest.raises(UserError):
             build_config({"arch": "speednet", **over})
 

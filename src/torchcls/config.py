@@ -31,6 +31,7 @@ RECIPE_FOLDER = "recipes"
 RECIPE_SUFFIX = ".yaml"
 MAIN_RECIPE = "main"
 OPTIMIZERS = ("sgd", "adamw", "radam", "muon")
+MUON_NS_DTYPES = ("fp32", "auto")
 LOOKAHEAD_SCHEDULES = ("constant", "cubic")
 
 # model keyword arguments and the config fields that carry them (the original's flags)
@@ -92,6 +93,9 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd | adamw | radam (decoupled weight decay for both Adam kinds) | muon
     muon_lr: float = 0.24  # muon: the convolution filters' rate (the other parameters: SGD at lr)
     muon_momentum: float = 0.6  # muon: the filters' (Nesterov) momentum
+    # muon: the Newton-Schulz iteration's dtype; fp32, or auto: the run's autocast dtype (bf16 where
+    # it autocasts in bf16, so native bf16 only; float32 elsewhere)
+    muon_ns_dtype: str = "fp32"
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw/radam
     adam_eps: float = 1e-8
     lookahead_k: int = 0  # > 0: Lookahead (engine/optim.py) every k steps; radam + lookahead = "Ranger"
@@ -344,6 +348,8 @@ def validate(cfg: TrainConfig, explicit: set[str] = frozenset()) -> None:
         bad(f"--eval-every must be at least 1, got {cfg.eval_every}")
     if not 0 <= cfg.ema_decay < 1 or cfg.ema_every < 1:
         bad(f"--ema-decay must be in [0, 1) and --ema-every at least 1, got {cfg.ema_decay} and {cfg.ema_every}")
+    if cfg.muon_ns_dtype not in MUON_NS_DTYPES:
+        bad(f"--muon-ns-dtype must be {' or '.join(MUON_NS_DTYPES)}, got {cfg.muon_ns_dtype!r}")
     if cfg.muon_lr <= 0 or not 0 <= cfg.muon_momentum < 1:
         bad(f"--muon-lr must be positive and --muon-momentum in [0, 1), got {cfg.muon_lr} and {cfg.muon_momentum}")
     if cfg.whiten_bias_epochs < 0:

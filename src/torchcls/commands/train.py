@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from torchcls.commands.eval import evaluate_checkpoint, format_result
-from torchcls.config import LOOKAHEAD_SCHEDULES, OPTIMIZERS, TrainConfig, build_config
+from torchcls.config import LOOKAHEAD_SCHEDULES, MUON_NS_DTYPES, OPTIMIZERS, TrainConfig, build_config
 from torchcls.engine.train import train
 from torchcls.errors import UserError
 
@@ -191,6 +191,14 @@ def _schedule_and_optimizer_arguments(p: argparse.ArgumentParser) -> None:
         help="--optimizer muon: the convolution filters' rate (Muon; the rest take SGD at --lr; default 0.24)",
     )
     g.add_argument("--muon-momentum", dest="muon_momentum", type=float, default=S, help="muon: default 0.6")
+    g.add_argument(
+        "--muon-ns-dtype",
+        dest="muon_ns_dtype",
+        choices=MUON_NS_DTYPES,
+        default=S,
+        help="muon: the orthogonalisation's dtype: fp32 (default), or auto: bf16 when the run autocasts in bf16 "
+        "(faster where bf16 is native; docs/RESULTS.md), else fp32",
+    )
     g.add_argument(
         "--whiten-bias-epochs",
         dest="whiten_bias_epochs",

@@ -54,12 +54,15 @@ def whiten_bias(model: nn.Module) -> nn.Parameter:
     return bias
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, total_steps: int | None = None, amp_dtype: torch.dtype | None = None
+) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), AdamW or RAdam (both with decoupled weight decay: w *= 1 - lr * wd),
     or Muon (engine/muon.py: the convolution filters, at cfg.muon_lr; SGD for the rest), with
     Lookahead on top when cfg.lookahead_k > 0. With cfg.whiten_bias_epochs > 0 the whitening
     layer's bias is a group of its own, trained only for that many epochs (airbench's choice).
-    `total_steps` (the run's optimizer steps) is needed by the cubic Lookahead schedule only."""
+    `total_steps` (the run's optimizer steps) is needed by the cubic Lookahead schedule only;
+    `amp_dtype` (the run's autocast dtype) sets Muon's iteration dtype under --muon-ns-dtype auto."""
     params = [p for p in model.parameters() if p.requires_grad]
     early, muon = [], []
     if cfg.whiten_bias_epochs > 0:  # the 1-d parameters' rate and decay (param_groups), in a group of its own
@@ -77,7 +80,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int | None 
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
     elif cfg.optimizer == "muon":
-        opt = Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
+        auto_bf16 = cfg.muon_ns_dtype == "auto" and amp_dtype == torch.bfloat16  # fp16 would overflow: float32
+        ns_dtype = torch.bfloat16 if auto_bf16 else torch.float32
+        opt = Muon(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, ns_dtype=ns_dtype)
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
     else:

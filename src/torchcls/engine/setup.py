@@ -279,7 +279,7 @@ def build_run(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     raw_model = model
     ema = ModelEma(raw_model, cfg.ema_decay, cfg.ema_every) if cfg.ema_decay > 0 else None
-    optimizer = build_optimizer(raw_model, cfg, cfg.epochs * len(data.train))
+    optimizer = build_optimizer(raw_model, cfg, cfg.epochs * len(data.train), amp_dtype)
     scheduler = build_scheduler(optimizer, len(data.train), cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
