@@ -11,6 +11,19 @@ from torchcls.models import create_model
 from torchcls.models.imagenet.xresnet import Block, MaxBlurPool, SimpleSelfAttention, XResNet
 
 
+def fixed_batch_losses(model, opt, x, y, steps):
+    """The training losses of `steps` optimiser steps on one fixed batch."""
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.mark.parametrize("name", ["xresnet18", "xresnet26", "xresnet50_mish"])
 def test_xresnet_blocks_start_as_identity_and_learn(name):
     torch.manual_seed(0)
@@ -28,15 +41,7 @@ def test_xresnet_blocks_start_as_identity_and_learn(name):
     if name != "xresnet18":
         return
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 5
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    losses = []
-    for _ in range(8):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fixed_batch_losses(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), x, y, 8)
     assert losses[-1] < losses[0]
 
 
@@ -53,14 +58,7 @@ def test_the_5_epoch_recipes_optimizer_trains_xresnet():
     filters = {id(p) for p in model.parameters() if p.ndim == 4}
     assert {id(p) for p in opt.param_groups[0]["params"]} == filters and opt.param_groups[0]["muon"]
     x, y = torch.randn(8, 3, 24, 24), torch.arange(8) % 5
-    model.train()
-    losses = []
-    for _ in range(4):  # two Lookahead syncs
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fixed_batch_losses(model, opt, x, y, 4)  # two Lookahead syncs
     assert losses[-1] < 0.5 * losses[0]
 
 
