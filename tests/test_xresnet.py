@@ -121,3 +121,13 @@ def test_depthwise_bottlenecks():
     assert out.shape == (2, 3) and blocks[0].branch[1][0].weight.grad is not None
     with pytest.raises(ValueError, match="bottleneck depth"):
         XResNet(depth=18, dw=4)
+
+
+def test_xresnet34_mish_layout():
+    """XResNet-34 (run 35 of the Imagewoof table): basic blocks 3, 4, 6, 3 with Mish, 21.3 M parameters."""
+    model = create_model("xresnet34_mish", num_classes=10)
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    assert [b.branch[0][0].out_channels for b in blocks] == [64] * 3 + [128] * 4 + [256] * 6 + [512] * 3
+    assert len(blocks[0].branch) == 2  # basic block: two 3x3 convolutions, no bottleneck
+    assert any(isinstance(m, nn.Mish) for m in model.modules())
+    assert sum(p.numel() for p in model.parameters()) == 21_309_034
